@@ -1,0 +1,259 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"gopkg.in/yaml.v3"
+
+	"github.com/nanodc/nanodc/overlay"
+)
+
+// Config is the node's YAML configuration. Every field is documented in docs/config.md;
+// keep the two in step.
+type Config struct {
+	Listen       []string       `yaml:"listen"`
+	Announce     []string       `yaml:"announce"`
+	Bootstrap    []string       `yaml:"bootstrap"`
+	Labels       overlay.Labels `yaml:"labels"`
+	MDNS         bool           `yaml:"mdns"`
+	NAT          NATConfig      `yaml:"nat"`
+	ConnMgr      ConnMgrConfig  `yaml:"connmgr"`
+	DHT          DHTConfig      `yaml:"dht"`
+	PingInterval time.Duration  `yaml:"ping_interval"`
+	API          APIConfig      `yaml:"api"`
+	Log          LogConfig      `yaml:"log"`
+}
+
+// NATConfig switches the NAT traversal helpers.
+type NATConfig struct {
+	PortMap      bool `yaml:"port_map"`
+	HolePunching bool `yaml:"hole_punching"`
+	RelayClient  bool `yaml:"relay_client"`
+	AutoNAT      bool `yaml:"autonat"`
+}
+
+// ConnMgrConfig sets the connection manager's watermarks.
+type ConnMgrConfig struct {
+	Low   int           `yaml:"low"`
+	High  int           `yaml:"high"`
+	Grace time.Duration `yaml:"grace"`
+}
+
+// DHTConfig sets the Kademlia DHT mode.
+type DHTConfig struct {
+	Mode string `yaml:"mode"`
+}
+
+// APIConfig places the local management API.
+type APIConfig struct {
+	Listen string `yaml:"listen"`
+}
+
+// LogConfig sets the structured log.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// APIOff in api.listen disables the management API (the emulator runs hundreds of nodes).
+const APIOff = "off"
+
+// DefaultConfig is what a node runs with when the file leaves a field out.
+func DefaultConfig() Config {
+	return Config{
+		Listen:       []string{"/ip4/0.0.0.0/udp/4001/quic-v1", "/ip4/0.0.0.0/tcp/4001"},
+		MDNS:         true,
+		NAT:          NATConfig{PortMap: true, HolePunching: true, RelayClient: true, AutoNAT: true},
+		ConnMgr:      ConnMgrConfig{Low: 32, High: 96, Grace: 30 * time.Second},
+		DHT:          DHTConfig{Mode: overlay.DHTServer},
+		PingInterval: 30 * time.Second,
+		API:          APIConfig{Listen: "127.0.0.1:7780"},
+		Log:          LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// LoadConfig reads path over the defaults. A missing file is an error; an empty path
+// returns the defaults.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.decode(data); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// decode applies YAML over cfg. Unknown fields are errors (a typo must not silently fall
+// back to a default), and errors name the field, not just the line.
+func (cfg *Config) decode(data []byte) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(cfg)
+	if err == nil || errors.Is(err, io.EOF) /* empty file */ {
+		return nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if m := yamlLine.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			if path := fieldAtLine(&root, line, ""); path != "" {
+				e = path + ": " + e
+			}
+		}
+		msgs = append(msgs, e)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// fieldAtLine finds the dotted key path of the mapping entry written on line.
+func fieldAtLine(n *yaml.Node, line int, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := prefix
+			if n.Kind == yaml.SequenceNode {
+				p = fmt.Sprintf("%s[%d]", prefix, i)
+			}
+			if c.Line == line && n.Kind == yaml.SequenceNode && c.Kind == yaml.ScalarNode {
+				return p
+			}
+			if f := fieldAtLine(c, line, p); f != "" {
+				return f
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			p := key.Value
+			if prefix != "" {
+				p = prefix + "." + key.Value
+			}
+			if key.Line == line || val.Line == line && val.Kind == yaml.ScalarNode {
+				return p
+			}
+			if f := fieldAtLine(val, line, p); f != "" {
+				return f
+			}
+		}
+	}
+	return ""
+}
+
+// Validate checks every field and names the first one that is wrong.
+func (cfg *Config) Validate() error {
+	if len(cfg.Listen) == 0 {
+		return errors.New("listen: at least one address is needed")
+	}
+	for i, s := range cfg.Listen {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return fmt.Errorf("listen[%d]: %q is not a multiaddr: %w", i, s, err)
+		}
+	}
+	for i, s := range cfg.Announce {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return fmt.Errorf("announce[%d]: %q is not a multiaddr: %w", i, s, err)
+		}
+	}
+	if _, err := parseBootstrap(cfg.Bootstrap); err != nil {
+		return err
+	}
+	if err := cfg.Labels.Validate(); err != nil {
+		return fmt.Errorf("labels.%w", err)
+	}
+	if cfg.ConnMgr.Low < 1 {
+		return fmt.Errorf("connmgr.low: must be at least 1, got %d", cfg.ConnMgr.Low)
+	}
+	if cfg.ConnMgr.High < cfg.ConnMgr.Low {
+		return fmt.Errorf("connmgr.high: %d is below connmgr.low %d", cfg.ConnMgr.High, cfg.ConnMgr.Low)
+	}
+	if cfg.ConnMgr.Grace < 0 {
+		return fmt.Errorf("connmgr.grace: must not be negative, got %s", cfg.ConnMgr.Grace)
+	}
+	switch cfg.DHT.Mode {
+	case overlay.DHTServer, overlay.DHTClient, overlay.DHTAuto:
+	default:
+		return fmt.Errorf("dht.mode: %q is not one of server, client, auto", cfg.DHT.Mode)
+	}
+	if cfg.PingInterval < time.Second {
+		return fmt.Errorf("ping_interval: must be at least 1s, got %s", cfg.PingInterval)
+	}
+	if cfg.API.Listen != APIOff {
+		host, port, err := net.SplitHostPort(cfg.API.Listen)
+		if err != nil {
+			return fmt.Errorf("api.listen: %q is not host:port (or %q): %w", cfg.API.Listen, APIOff, err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("api.listen: %q is not a loopback address; the management API is local only", host)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return fmt.Errorf("api.listen: bad port %q", port)
+		}
+	}
+	switch cfg.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", cfg.Log.Level)
+	}
+	switch cfg.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", cfg.Log.Format)
+	}
+	return nil
+}
+
+func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for i, s := range addrs {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap[%d]: %q is not a multiaddr: %w", i, s, err)
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(m)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap[%d]: %q must end in /p2p/<peer ID>: %w", i, s, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
+
+func parseMultiaddrs(ss []string) []ma.Multiaddr {
+	out := make([]ma.Multiaddr, 0, len(ss))
+	for _, s := range ss {
+		if m, err := ma.NewMultiaddr(s); err == nil { // Validate has rejected bad ones
+			out = append(out, m)
+		}
+	}
+	return out
+}

@@ -1,0 +1,191 @@
+// Package node is one nanodc gateway: it wires the overlay, the local management API and
+// metrics (and, as they land, slices and provider apps) from a Config and a data directory.
+// `nanodc node` and every emulated gateway run this same code.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/nanodc/nanodc/overlay"
+)
+
+// Options are the node's explicit dependencies.
+type Options struct {
+	Config  Config
+	DataDir string // identity, API token and API address live here
+	Version string
+	Logger  *slog.Logger
+	// PacketNetwork replaces the OS's UDP sockets (the emulator); nil uses real sockets.
+	PacketNetwork overlay.PacketNetwork
+	// ProcessMetrics adds Go runtime and process collectors: right for the daemon, wrong for
+	// hundreds of emulated nodes sharing one process.
+	ProcessMetrics bool
+}
+
+// Node is one running gateway.
+type Node struct {
+	opts     Options
+	log      *slog.Logger
+	overlay  *overlay.Overlay
+	registry *prometheus.Registry
+	token    string
+	api      *http.Server
+	apiLn    net.Listener
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New loads the identity and token from the data directory and starts the overlay and the
+// API listener. On error everything already started is stopped.
+func New(opts Options) (_ *Node, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if opts.DataDir == "" {
+		return nil, errors.New("node: no data directory")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", opts.DataDir, err)
+	}
+	priv, err := LoadOrCreateIdentity(filepath.Join(opts.DataDir, IdentityFile))
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{opts: opts, log: opts.Logger, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if opts.ProcessMetrics {
+		n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+
+	cfg := opts.Config
+	bootstrap, _ := parseBootstrap(cfg.Bootstrap) // validated above
+	var reg prometheus.Registerer
+	if cfg.API.Listen != APIOff {
+		reg = n.registry
+	}
+	n.overlay, err = overlay.New(overlay.Config{
+		PrivKey:       priv,
+		ListenAddrs:   parseMultiaddrs(cfg.Listen),
+		AnnounceAddrs: parseMultiaddrs(cfg.Announce),
+		Bootstrap:     bootstrap,
+		Labels:        cfg.Labels,
+		MDNS:          cfg.MDNS,
+		NAT: overlay.NAT{
+			PortMap:      cfg.NAT.PortMap,
+			HolePunching: cfg.NAT.HolePunching,
+			RelayClient:  cfg.NAT.RelayClient,
+			AutoNAT:      cfg.NAT.AutoNAT,
+		},
+		ConnLow:       cfg.ConnMgr.Low,
+		ConnHigh:      cfg.ConnMgr.High,
+		ConnGrace:     cfg.ConnMgr.Grace,
+		DHTMode:       cfg.DHT.Mode,
+		PingInterval:  cfg.PingInterval,
+		PacketNetwork: opts.PacketNetwork,
+		Registerer:    reg,
+		Logger:        n.log.With("component", "overlay"),
+		Version:       opts.Version,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	if cfg.API.Listen != APIOff {
+		n.token, err = LoadOrCreateToken(filepath.Join(opts.DataDir, TokenFile))
+		if err != nil {
+			return nil, err
+		}
+		n.apiLn, err = net.Listen("tcp", cfg.API.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("api.listen %s: %w", cfg.API.Listen, err)
+		}
+		n.api = &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 10 * time.Second}
+		if err := writeFileAtomic(filepath.Join(opts.DataDir, APIAddrFile), []byte(n.apiLn.Addr().String()+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("api address file: %w", err)
+		}
+	}
+	n.log.Info("node started", "peer_id", n.overlay.ID(), "addrs", n.overlay.Addrs(), "api", n.APIAddr(), "version", opts.Version)
+	return n, nil
+}
+
+// Overlay is the node's overlay membership.
+func (n *Node) Overlay() *overlay.Overlay { return n.overlay }
+
+// APIAddr is where the management API listens ("" when off).
+func (n *Node) APIAddr() string {
+	if n.apiLn == nil {
+		return ""
+	}
+	return n.apiLn.Addr().String()
+}
+
+// Serve runs the node until ctx ends, then shuts the API down gracefully. Cancellation is
+// not an error.
+func (n *Node) Serve(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() { errc <- n.overlay.Serve(ctx) })
+	if n.api != nil {
+		wg.Go(func() {
+			if err := n.api.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("management API: %w", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = n.api.Shutdown(sctx)
+		})
+	}
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the node; safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.api != nil {
+			errs = append(errs, n.api.Close())
+		}
+		if n.apiLn != nil {
+			_ = n.apiLn.Close() // already closed if Serve ran
+			_ = os.Remove(filepath.Join(n.opts.DataDir, APIAddrFile))
+		}
+		if n.overlay != nil {
+			errs = append(errs, n.overlay.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+		n.log.Info("node stopped")
+	})
+	return n.closeErr
+}

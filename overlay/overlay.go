@@ -1,0 +1,451 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ProtocolPrefix keeps nanodc's DHT apart from the public IPFS one.
+const ProtocolPrefix = "/nanodc"
+
+// FleetTopic carries fleet-wide events over GossipSub.
+const FleetTopic = "/nanodc/fleet/1"
+
+// DHT modes accepted in Config.DHTMode.
+const (
+	DHTServer = "server"
+	DHTClient = "client"
+	DHTAuto   = "auto"
+)
+
+// NAT selects the NAT traversal helpers. They matter on real home networks; on an
+// injected network every address is reachable and they only cost CPU.
+type NAT struct {
+	PortMap      bool // UPnP / NAT-PMP on the home router
+	HolePunching bool // DCUtR
+	RelayClient  bool // reserve slots on relays when we are unreachable
+	AutoNAT      bool // answer and ask reachability checks
+}
+
+// Config is everything New needs; the node package fills it from the user's YAML.
+type Config struct {
+	PrivKey       crypto.PrivKey
+	ListenAddrs   []ma.Multiaddr
+	AnnounceAddrs []ma.Multiaddr // replace the addresses we advertise (empty: automatic)
+	Bootstrap     []peer.AddrInfo
+	Labels        Labels
+	MDNS          bool
+	NAT           NAT
+	ConnLow       int
+	ConnHigh      int
+	ConnGrace     time.Duration
+	DHTMode       string
+	PingInterval  time.Duration // how often connected peers' RTT is refreshed
+	ProbeTimeout  time.Duration // how long FindProviders waits to measure unknown RTTs
+	PacketNetwork PacketNetwork // nil: operating-system sockets, QUIC and TCP
+	// Registerer receives overlay and libp2p metrics; nil disables libp2p's own metrics,
+	// which the emulator does to save memory.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Version    string
+}
+
+func (c *Config) setDefaults() {
+	if c.ConnLow == 0 {
+		c.ConnLow = 32
+	}
+	if c.ConnHigh == 0 {
+		c.ConnHigh = 96
+	}
+	if c.ConnGrace == 0 {
+		c.ConnGrace = 30 * time.Second
+	}
+	if c.DHTMode == "" {
+		c.DHTMode = DHTServer
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 30 * time.Second
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+}
+
+// Overlay is one node's membership in the nanodc peer-to-peer network.
+type Overlay struct {
+	cfg     Config
+	log     *slog.Logger
+	host    host.Host
+	dht     *dht.IpfsDHT
+	ps      *pubsub.PubSub
+	mdns    mdns.Service
+	prox    *proximity
+	metrics *metrics
+	started time.Time
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	topicsMu sync.Mutex
+	topics   map[string]*pubsub.Topic
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts the libp2p host, DHT and pubsub. Discovery and bootstrapping run in Serve.
+// On error, whatever was already started is stopped.
+func New(cfg Config) (_ *Overlay, err error) {
+	cfg.setDefaults()
+	if cfg.PrivKey == nil {
+		return nil, errors.New("overlay: no private key")
+	}
+	if err := cfg.Labels.Validate(); err != nil {
+		return nil, fmt.Errorf("overlay: labels: %w", err)
+	}
+	var mode dht.ModeOpt
+	switch cfg.DHTMode {
+	case DHTServer:
+		mode = dht.ModeServer
+	case DHTClient:
+		mode = dht.ModeClient
+	case DHTAuto:
+		mode = dht.ModeAuto
+	default:
+		return nil, fmt.Errorf("overlay: unknown DHT mode %q (want server, client or auto)", cfg.DHTMode)
+	}
+
+	o := &Overlay{cfg: cfg, log: cfg.Logger, topics: map[string]*pubsub.Topic{}, started: time.Now()}
+	// pubsub and the DHT live until this context ends; Close ends it.
+	o.ctx, o.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			o.Close()
+		}
+	}()
+
+	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh, connmgr.WithGracePeriod(cfg.ConnGrace))
+	if err != nil {
+		return nil, fmt.Errorf("overlay: connection manager: %w", err)
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale()))
+	if err != nil {
+		return nil, fmt.Errorf("overlay: resource manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(cfg.PrivKey),
+		libp2p.ListenAddrs(cfg.ListenAddrs...),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.ConnectionManager(cm),
+		libp2p.ResourceManager(rm),
+		libp2p.UserAgent("nanodc/" + cfg.Version),
+		libp2p.Transport(libp2pquic.NewTransport),
+	}
+	if cfg.PacketNetwork != nil {
+		opts = append(opts, quicOnPacketNetwork(cfg.PacketNetwork))
+	} else {
+		opts = append(opts, libp2p.Transport(tcp.NewTCPTransport))
+	}
+	if len(cfg.AnnounceAddrs) > 0 {
+		announce := cfg.AnnounceAddrs
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
+	if cfg.NAT.PortMap {
+		opts = append(opts, libp2p.NATPortMap())
+	}
+	if cfg.NAT.HolePunching {
+		opts = append(opts, libp2p.EnableHolePunching())
+	}
+	if cfg.NAT.RelayClient {
+		opts = append(opts, libp2p.EnableRelay(), libp2p.EnableAutoRelayWithPeerSource(o.relayCandidates))
+	} else {
+		opts = append(opts, libp2p.DisableRelay())
+	}
+	if cfg.NAT.AutoNAT {
+		opts = append(opts, libp2p.EnableNATService(), libp2p.EnableAutoNATv2())
+	}
+	if cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+
+	o.host, err = libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: libp2p host: %w", err)
+	}
+	o.dht, err = dht.New(o.ctx, o.host,
+		dht.ProtocolPrefix(ProtocolPrefix),
+		dht.Mode(mode),
+		dht.BootstrapPeers(cfg.Bootstrap...),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: DHT: %w", err)
+	}
+	o.ps, err = pubsub.NewGossipSub(o.ctx, o.host)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+	}
+	o.metrics = newMetrics(cfg.Registerer, o)
+	o.prox, err = newProximity(o.host, cfg.Labels, cfg.Version, o.log, o.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: proximity: %w", err)
+	}
+	if cfg.MDNS {
+		o.mdns = mdns.NewMdnsService(o.host, "nanodc", mdnsNotifee{o})
+	}
+	return o, nil
+}
+
+// Host is the underlying libp2p host, for apps that open their own protocols.
+func (o *Overlay) Host() host.Host { return o.host }
+
+// ID is this node's peer ID.
+func (o *Overlay) ID() peer.ID { return o.host.ID() }
+
+// Labels are this node's own labels.
+func (o *Overlay) Labels() Labels { return o.cfg.Labels }
+
+// Addrs are this node's addresses including its peer ID, QUIC first (the preferred
+// transport), as others would dial them.
+func (o *Overlay) Addrs() []ma.Multiaddr {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: o.host.ID(), Addrs: o.host.Addrs()})
+	if err != nil {
+		return nil
+	}
+	isQUIC := func(a ma.Multiaddr) bool { _, err := a.ValueForProtocol(ma.P_QUIC_V1); return err == nil }
+	slices.SortStableFunc(addrs, func(a, b ma.Multiaddr) int {
+		switch qa, qb := isQUIC(a), isQUIC(b); {
+		case qa && !qb:
+			return -1
+		case qb && !qa:
+			return 1
+		}
+		return 0
+	})
+	return addrs
+}
+
+// Serve runs discovery, bootstrapping and RTT measurement until ctx ends. Cancellation is
+// not an error.
+func (o *Overlay) Serve(ctx context.Context) error {
+	if o.mdns != nil {
+		if err := o.mdns.Start(); err != nil {
+			return fmt.Errorf("overlay: mDNS: %w", err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { o.prox.run(ctx, o.cfg.PingInterval) })
+	wg.Go(func() { o.bootstrapLoop(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// bootstrapLoop dials the bootstrap peers until the node has neighbours, and again whenever
+// it loses them all (a gateway that was offline must rejoin on its own).
+func (o *Overlay) bootstrapLoop(ctx context.Context) {
+	backoff := time.Second
+	for {
+		if len(o.host.Network().Peers()) == 0 && len(o.cfg.Bootstrap) > 0 {
+			if o.connectBootstrap(ctx) > 0 {
+				backoff = time.Second
+				if err := o.dht.Bootstrap(ctx); err != nil && ctx.Err() == nil {
+					o.log.Warn("DHT bootstrap", "err", err)
+				}
+				// A refresh fills the routing table now rather than at the next period.
+				o.dht.RefreshRoutingTable()
+			} else {
+				backoff = min(2*backoff, time.Minute)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (o *Overlay) connectBootstrap(ctx context.Context) int {
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+		ok int
+	)
+	for _, ai := range o.cfg.Bootstrap {
+		if ai.ID == o.host.ID() {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := o.host.Connect(cctx, ai); err != nil {
+				o.log.Debug("bootstrap dial failed", "peer", ai.ID, "err", err)
+				return
+			}
+			o.host.ConnManager().Protect(ai.ID, "bootstrap")
+			mu.Lock()
+			ok++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if ok > 0 {
+		o.log.Info("bootstrapped", "connected", ok, "of", len(o.cfg.Bootstrap))
+	}
+	return ok
+}
+
+// Connect dials a peer directly (mDNS, CLI, tests).
+func (o *Overlay) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	return o.host.Connect(ctx, ai)
+}
+
+// RoutingTableSize is the number of peers in the DHT routing table.
+func (o *Overlay) RoutingTableSize() int { return o.dht.RoutingTable().Size() }
+
+// DHTState describes the DHT for the management API.
+type DHTState struct {
+	Mode             string `json:"mode"`
+	ProtocolPrefix   string `json:"protocol_prefix"`
+	RoutingTableSize int    `json:"routing_table_size"`
+	Buckets          []int  `json:"buckets"`
+}
+
+// DHTState reports the DHT mode and routing table occupancy per bucket.
+func (o *Overlay) DHTState() DHTState {
+	rt := o.dht.RoutingTable()
+	mode := DHTClient
+	if o.dht.Mode() == dht.ModeServer {
+		mode = DHTServer
+	}
+	var buckets []int // peers per common-prefix length with our ID, trailing empties cut
+	for cpl := uint(0); cpl < 64; cpl++ {
+		buckets = append(buckets, rt.NPeersForCpl(cpl))
+	}
+	for len(buckets) > 0 && buckets[len(buckets)-1] == 0 {
+		buckets = buckets[:len(buckets)-1]
+	}
+	return DHTState{Mode: mode, ProtocolPrefix: ProtocolPrefix, RoutingTableSize: rt.Size(), Buckets: buckets}
+}
+
+// WaitRoutable blocks until the DHT routing table holds at least one peer.
+func (o *Overlay) WaitRoutable(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for o.dht.RoutingTable().Size() == 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Uptime is the time since New.
+func (o *Overlay) Uptime() time.Duration { return time.Since(o.started) }
+
+// Topic joins (once) and returns a GossipSub topic.
+func (o *Overlay) Topic(name string) (*pubsub.Topic, error) {
+	o.topicsMu.Lock()
+	defer o.topicsMu.Unlock()
+	if t, ok := o.topics[name]; ok {
+		return t, nil
+	}
+	t, err := o.ps.Join(name)
+	if err != nil {
+		return nil, err
+	}
+	o.topics[name] = t
+	return t, nil
+}
+
+// PubSubPeers is the number of peers we share at least one topic with.
+func (o *Overlay) PubSubPeers() int { return len(o.ps.ListPeers("")) }
+
+// Close stops everything New and Serve started. It is safe to call more than once.
+func (o *Overlay) Close() error {
+	o.closeOnce.Do(func() {
+		var errs []error
+		if o.mdns != nil {
+			errs = append(errs, o.mdns.Close())
+		}
+		if o.prox != nil {
+			o.prox.close()
+		}
+		o.topicsMu.Lock()
+		for _, t := range o.topics {
+			errs = append(errs, t.Close())
+		}
+		o.topicsMu.Unlock()
+		if o.dht != nil {
+			errs = append(errs, o.dht.Close())
+		}
+		o.cancel()
+		if o.host != nil {
+			errs = append(errs, o.host.Close())
+		}
+		if o.metrics != nil {
+			o.metrics.unregister()
+		}
+		o.closeErr = errors.Join(errs...)
+	})
+	return o.closeErr
+}
+
+// relayCandidates offers connected peers as relays to autorelay.
+func (o *Overlay) relayCandidates(ctx context.Context, num int) <-chan peer.AddrInfo {
+	out := make(chan peer.AddrInfo, num)
+	defer close(out)
+	if o.host == nil {
+		return out
+	}
+	for _, p := range o.host.Network().Peers() {
+		if len(out) == num {
+			break
+		}
+		out <- o.host.Peerstore().PeerInfo(p)
+	}
+	return out
+}
+
+type mdnsNotifee struct{ o *Overlay }
+
+func (n mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	if ai.ID == n.o.host.ID() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.o.host.Connect(ctx, ai); err != nil {
+		n.o.log.Debug("mDNS peer dial failed", "peer", ai.ID, "err", err)
+	}
+}

@@ -1,0 +1,203 @@
+package overlay_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/multiformats/go-multihash"
+	"go.uber.org/goleak"
+
+	"github.com/nanodc/nanodc/overlay"
+)
+
+// startNode builds and serves one overlay node; cleanup closes it.
+func startNode(t *testing.T, cfg overlay.Config) *overlay.Overlay {
+	t.Helper()
+	if cfg.PrivKey == nil {
+		priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.PrivKey = priv
+	}
+	if cfg.ListenAddrs == nil {
+		cfg.ListenAddrs = []ma.Multiaddr{
+			ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1"),
+			ma.StringCast("/ip4/127.0.0.1/tcp/0"),
+		}
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = time.Second
+	}
+	o, err := overlay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if err := o.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return o
+}
+
+func addrInfo(o *overlay.Overlay) peer.AddrInfo {
+	return peer.AddrInfo{ID: o.ID(), Addrs: o.Host().Addrs()}
+}
+
+func testCID(t testing.TB, s string) cid.Cid {
+	t.Helper()
+	h, err := multihash.Sum([]byte(s), multihash.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid.NewCidV1(cid.Raw, h)
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFleetOnLoopback runs real nodes on loopback sockets: they bootstrap from one seed,
+// fill their DHT routing tables, learn each other's labels and find a provided CID.
+func TestFleetOnLoopback(t *testing.T) {
+	checkLeaks(t)
+	const n = 5
+	seed := startNode(t, overlay.Config{Labels: overlay.Labels{ISP: "isp-a", AccessNode: "dslam-0"}})
+	nodes := []*overlay.Overlay{seed}
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, startNode(t, overlay.Config{
+			Bootstrap: []peer.AddrInfo{addrInfo(seed)},
+			Labels:    overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("dslam-%d", i%2)},
+		}))
+	}
+	for i, o := range nodes {
+		eventually(t, 20*time.Second, fmt.Sprintf("node %d routing table", i), func() bool { return o.RoutingTableSize() >= n-2 })
+	}
+
+	c := testCID(t, "a title")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := nodes[3].Provide(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 4} {
+		got, err := nodes[i].FindProviders(ctx, c, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].ID != nodes[3].ID() {
+			t.Fatalf("node %d found providers %v, want only node 3 (%s)", i, got, nodes[3].ID())
+		}
+		if got[0].RTT <= 0 {
+			t.Errorf("provider RTT not measured: %v", got[0].RTT)
+		}
+		if got[0].Labels.AccessNode != "dslam-1" {
+			t.Errorf("provider labels = %+v, want access node dslam-1", got[0].Labels)
+		}
+	}
+	// Not provided by anyone: an empty answer, not an error.
+	none, err := nodes[2].FindProviders(ctx, testCID(t, "nobody has this"), 10)
+	if err != nil || len(none) != 0 {
+		t.Fatalf("FindProviders(unprovided) = %v, %v; want nothing", none, err)
+	}
+
+	// Labels and RTT of every neighbour arrive on their own.
+	eventually(t, 10*time.Second, "labels and RTT of peers", func() bool {
+		for _, p := range nodes[1].Peers() {
+			if p.Labels.ISP != "isp-a" || p.RTT <= 0 {
+				return false
+			}
+		}
+		return len(nodes[1].Peers()) > 0
+	})
+	for _, p := range nodes[1].Peers() {
+		want := 1 // same ISP, other DSLAM
+		if p.Labels.AccessNode == "dslam-1" {
+			want = 0
+		}
+		if p.Locality != want {
+			t.Errorf("peer %s at %s: locality %d, want %d", p.ID, p.Labels.AccessNode, p.Locality, want)
+		}
+	}
+}
+
+func TestAddrsPreferQUIC(t *testing.T) {
+	o := startNode(t, overlay.Config{})
+	addrs := o.Addrs()
+	if len(addrs) < 2 {
+		t.Fatalf("want QUIC and TCP addresses, got %v", addrs)
+	}
+	if _, err := addrs[0].ValueForProtocol(ma.P_QUIC_V1); err != nil {
+		t.Errorf("first address %s is not QUIC", addrs[0])
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	priv, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	for _, tc := range []struct {
+		name string
+		cfg  overlay.Config
+		want string
+	}{
+		{"no key", overlay.Config{}, "no private key"},
+		{"bad mode", overlay.Config{PrivKey: priv, DHTMode: "boss"}, `unknown DHT mode "boss"`},
+		{"long label", overlay.Config{PrivKey: priv, Labels: overlay.Labels{ISP: string(make([]byte, 100))}}, "isp: longer than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := overlay.New(tc.cfg)
+			if err == nil || !contains(err.Error(), tc.want) {
+				t.Fatalf("New: err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+// checkLeaks verifies, after every node of the test has closed, that no goroutine is left.
+func checkLeaks(t *testing.T) {
+	opts := goleakOptions()
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) }) // cleanups run last-in first-out
+}
+
+func goleakOptions() []goleak.Option {
+	return []goleak.Option{
+		// Process-wide singletons started by dependencies on first use, not per node.
+		goleak.IgnoreTopFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/tcpreuse.(*reuseListener).run"),
+		goleak.IgnoreCurrent(),
+	}
+}
