@@ -20,13 +20,7 @@ import (
 // startNode builds and serves one overlay node; cleanup closes it.
 func startNode(t *testing.T, cfg overlay.Config) *overlay.Overlay {
 	t.Helper()
-	if cfg.PrivKey == nil {
-		priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.PrivKey = priv
-	}
+	cfg = withKey(t, cfg)
 	if cfg.ListenAddrs == nil {
 		cfg.ListenAddrs = []ma.Multiaddr{
 			ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1"),
@@ -53,6 +47,17 @@ func startNode(t *testing.T, cfg overlay.Config) *overlay.Overlay {
 		}
 	})
 	return o
+}
+
+func withKey(t testing.TB, cfg overlay.Config) overlay.Config {
+	if cfg.PrivKey == nil {
+		priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.PrivKey = priv
+	}
+	return cfg
 }
 
 func addrInfo(o *overlay.Overlay) peer.AddrInfo {

@@ -191,6 +191,11 @@ func (p *proximity) info(id peer.ID) PeerInfo {
 		RTT:       p.host.Peerstore().LatencyEWMA(id),
 		Connected: p.host.Network().Connectedness(id) == network.Connected,
 	}
+	// The address in use comes first: it is the one the RTT was measured on.
+	if conns := p.host.Network().ConnsToPeer(id); len(conns) > 0 {
+		inUse := conns[0].RemoteMultiaddr()
+		pi.Addrs = append([]ma.Multiaddr{inUse}, slices.DeleteFunc(pi.Addrs, inUse.Equal)...)
+	}
 	p.mu.Lock()
 	if k, ok := p.known[id]; ok {
 		pi.Labels, pi.Version = k.labels, k.version

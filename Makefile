@@ -1,0 +1,42 @@
+# nanodc: `make demo` runs the main job, `make test` the test suite. Both install what they need.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+BIN       := bin/nanodc
+
+PKGS      := ./...
+
+.PHONY: all build test test-short demo bench lint fuzz deps clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/nanodc
+
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 -short $(PKGS)
+
+demo: deps build
+	BIN=$(BIN) scripts/demo.sh
+
+bench: deps
+	scripts/bench.sh
+
+# Each fuzz target for FUZZTIME (default 30s).
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 $(PKGS)
+
+clean:
+	rm -rf bin runs
