@@ -221,8 +221,8 @@ func TestManagementAPI(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, method, path, token, body string
-		status                           int
-		errorHas                         string
+		status                          int
+		errorHas                        string
 	}{
 		{"no token", "GET", "/api/v1/status", "", "", 401, "missing bearer token"},
 		{"wrong token", "GET", "/api/v1/status", "0123456789abcdef0123", "", 401, "invalid bearer token"},
