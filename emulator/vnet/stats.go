@@ -82,6 +82,13 @@ func (n *Network) Stats() Stats {
 	return s
 }
 
+// TakeLateness returns the scheduler and reader lateness recorded since the previous call
+// (or since New) and starts a new interval. Stats keeps reporting the whole run only until
+// the first call; the emulator uses this for per-second validity figures.
+func (n *Network) TakeLateness() (scheduler, reader Lateness) {
+	return n.schedLate.take(), n.readLate.take()
+}
+
 // LinkStats reports one host's access link, per direction.
 type LinkStats struct {
 	Up   DirStats // host → network
@@ -146,18 +153,32 @@ func (h *histogram) record(v int64) {
 	}
 }
 
-func (h *histogram) summary() Lateness {
+func (h *histogram) summary() Lateness { return h.summarise(false) }
+
+// take summarises and empties the histogram, for per-interval figures. A sample recorded
+// while it runs may land in either interval.
+func (h *histogram) take() Lateness { return h.summarise(true) }
+
+func (h *histogram) summarise(reset bool) Lateness {
 	var counts [histBuckets]uint64
 	var total uint64
 	for i := range counts {
-		counts[i] = h.counts[i].Load()
+		if reset {
+			counts[i] = h.counts[i].Swap(0)
+		} else {
+			counts[i] = h.counts[i].Load()
+		}
 		total += counts[i]
 	}
-	l := Lateness{Count: total, Max: time.Duration(h.max.Load())}
+	sum, mx := h.sum.Load(), h.max.Load()
+	if reset {
+		sum, mx = h.sum.Swap(0), h.max.Swap(0)
+	}
+	l := Lateness{Count: total, Max: time.Duration(mx)}
 	if total == 0 {
 		return l
 	}
-	l.Mean = time.Duration(h.sum.Load() / int64(total))
+	l.Mean = time.Duration(sum / int64(total))
 	quantile := func(q float64) time.Duration {
 		rank := uint64(math.Ceil(q * float64(total)))
 		var cum uint64
