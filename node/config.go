@@ -1,21 +1,17 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	"gopkg.in/yaml.v3"
 
+	"github.com/nanodc/nanodc/internal/yamlstrict"
 	"github.com/nanodc/nanodc/overlay"
 )
 
@@ -103,71 +99,8 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, nil
 }
 
-var yamlLine = regexp.MustCompile(`line (\d+)`)
-
-// decode applies YAML over cfg. Unknown fields are errors (a typo must not silently fall
-// back to a default), and errors name the field, not just the line.
-func (cfg *Config) decode(data []byte) error {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(cfg)
-	if err == nil || errors.Is(err, io.EOF) /* empty file */ {
-		return nil
-	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return err
-	}
-	msgs := make([]string, 0, len(te.Errors))
-	for _, e := range te.Errors {
-		if m := yamlLine.FindStringSubmatch(e); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			if path := fieldAtLine(&root, line, ""); path != "" {
-				e = path + ": " + e
-			}
-		}
-		msgs = append(msgs, e)
-	}
-	return errors.New(strings.Join(msgs, "; "))
-}
-
-// fieldAtLine finds the dotted key path of the mapping entry written on line.
-func fieldAtLine(n *yaml.Node, line int, prefix string) string {
-	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
-		for i, c := range n.Content {
-			p := prefix
-			if n.Kind == yaml.SequenceNode {
-				p = fmt.Sprintf("%s[%d]", prefix, i)
-			}
-			if c.Line == line && n.Kind == yaml.SequenceNode && c.Kind == yaml.ScalarNode {
-				return p
-			}
-			if f := fieldAtLine(c, line, p); f != "" {
-				return f
-			}
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key, val := n.Content[i], n.Content[i+1]
-			p := key.Value
-			if prefix != "" {
-				p = prefix + "." + key.Value
-			}
-			if key.Line == line || val.Line == line && val.Kind == yaml.ScalarNode {
-				return p
-			}
-			if f := fieldAtLine(val, line, p); f != "" {
-				return f
-			}
-		}
-	}
-	return ""
-}
+// decode applies YAML over cfg, strictly (see yamlstrict).
+func (cfg *Config) decode(data []byte) error { return yamlstrict.Unmarshal(data, cfg) }
 
 // Validate checks every field and names the first one that is wrong.
 func (cfg *Config) Validate() error {

@@ -29,6 +29,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// PacketNetwork replaces the OS's UDP sockets (the emulator); nil uses real sockets.
 	PacketNetwork overlay.PacketNetwork
+	// Libp2pRegisterer, when set, receives go-libp2p's metrics instead of the node's own
+	// registry (the emulator shares one among all its nodes).
+	Libp2pRegisterer prometheus.Registerer
 	// ProcessMetrics adds Go runtime and process collectors: right for the daemon, wrong for
 	// hundreds of emulated nodes sharing one process.
 	ProcessMetrics bool
@@ -99,15 +102,16 @@ func New(opts Options) (_ *Node, err error) {
 			RelayClient:  cfg.NAT.RelayClient,
 			AutoNAT:      cfg.NAT.AutoNAT,
 		},
-		ConnLow:       cfg.ConnMgr.Low,
-		ConnHigh:      cfg.ConnMgr.High,
-		ConnGrace:     cfg.ConnMgr.Grace,
-		DHTMode:       cfg.DHT.Mode,
-		PingInterval:  cfg.PingInterval,
-		PacketNetwork: opts.PacketNetwork,
-		Registerer:    reg,
-		Logger:        n.log.With("component", "overlay"),
-		Version:       opts.Version,
+		ConnLow:          cfg.ConnMgr.Low,
+		ConnHigh:         cfg.ConnMgr.High,
+		ConnGrace:        cfg.ConnMgr.Grace,
+		DHTMode:          cfg.DHT.Mode,
+		PingInterval:     cfg.PingInterval,
+		PacketNetwork:    opts.PacketNetwork,
+		Registerer:       reg,
+		Libp2pRegisterer: opts.Libp2pRegisterer,
+		Logger:           n.log.With("component", "overlay"),
+		Version:          opts.Version,
 	})
 	if err != nil {
 		return nil, err

@@ -64,11 +64,14 @@ type Config struct {
 	PingInterval  time.Duration // how often connected peers' RTT is refreshed
 	ProbeTimeout  time.Duration // how long FindProviders waits to measure unknown RTTs
 	PacketNetwork PacketNetwork // nil: operating-system sockets, QUIC and TCP
-	// Registerer receives overlay and libp2p metrics; nil disables libp2p's own metrics,
-	// which the emulator does to save memory.
+	// Registerer receives the overlay's own metrics (nil: not exported).
 	Registerer prometheus.Registerer
-	Logger     *slog.Logger
-	Version    string
+	// Libp2pRegisterer receives go-libp2p's metrics (nil: Registerer; both nil: libp2p
+	// metrics off). libp2p's collectors are process-wide, so the emulator shares one
+	// registry among all its nodes.
+	Libp2pRegisterer prometheus.Registerer
+	Logger           *slog.Logger
+	Version          string
 }
 
 func (c *Config) setDefaults() {
@@ -191,8 +194,11 @@ func New(cfg Config) (_ *Overlay, err error) {
 	if cfg.NAT.AutoNAT {
 		opts = append(opts, libp2p.EnableNATService(), libp2p.EnableAutoNATv2())
 	}
-	if cfg.Registerer != nil {
-		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	if cfg.Libp2pRegisterer == nil {
+		cfg.Libp2pRegisterer = cfg.Registerer
+	}
+	if cfg.Libp2pRegisterer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Libp2pRegisterer))
 	} else {
 		opts = append(opts, libp2p.DisableMetrics())
 	}

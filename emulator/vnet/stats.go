@@ -82,12 +82,27 @@ func (n *Network) Stats() Stats {
 	return s
 }
 
-// TakeLateness returns the scheduler and reader lateness recorded since the previous call
-// (or since New) and starts a new interval. Stats keeps reporting the whole run only until
-// the first call; the emulator uses this for per-second validity figures.
+// TakeLateness returns the scheduler and reader lateness recorded since its previous call
+// (or since New) and starts a new interval: the emulator's per-second validity figures.
 func (n *Network) TakeLateness() (scheduler, reader Lateness) {
-	return n.schedLate.take(), n.readLate.take()
+	return n.schedLate.interval.take(), n.readLate.interval.take()
 }
+
+// ResetLateness restarts the run-long lateness figures of Stats, e.g. once start-up is over.
+func (n *Network) ResetLateness() {
+	n.schedLate.run.take()
+	n.readLate.run.take()
+}
+
+// lateness keeps two histograms: one for the whole run, one per interval.
+type lateness struct{ run, interval histogram }
+
+func (l *lateness) record(v int64) {
+	l.run.record(v)
+	l.interval.record(v)
+}
+
+func (l *lateness) summary() Lateness { return l.run.summary() }
 
 // LinkStats reports one host's access link, per direction.
 type LinkStats struct {

@@ -111,8 +111,8 @@ type Network struct {
 	sent      atomic.Uint64
 	delivered atomic.Uint64
 	drops     [numDropReasons]atomic.Uint64
-	schedLate histogram
-	readLate  histogram
+	schedLate lateness
+	readLate  lateness
 }
 
 // site is an access node: the hosts behind it share its uplink to the

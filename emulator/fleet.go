@@ -1,0 +1,285 @@
+package emulator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nanodc/nanodc/emulator/vnet"
+	"github.com/nanodc/nanodc/node"
+	"github.com/nanodc/nanodc/overlay"
+)
+
+// Gateway is one emulated gateway: a real node.Node whose packets cross a vnet.Host.
+type Gateway struct {
+	gatewaySpec
+	Host    *vnet.Host
+	dataDir string
+
+	mu     sync.Mutex
+	node   *node.Node
+	cancel context.CancelFunc
+	done   chan struct{}
+	starts int
+}
+
+// Node is the running node, nil while the gateway is down.
+func (g *Gateway) Node() *node.Node {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.node
+}
+
+// Overlay is the running node's overlay, nil while the gateway is down.
+func (g *Gateway) Overlay() *overlay.Overlay {
+	if n := g.Node(); n != nil {
+		return n.Overlay()
+	}
+	return nil
+}
+
+// Fleet is the emulated network and every node on it.
+type Fleet struct {
+	Net       *vnet.Network
+	Gateways  []*Gateway
+	Bootstrap []*Gateway
+	scenario  *Scenario
+	log       *slog.Logger
+	libp2pReg *prometheus.Registry
+	dir       string
+	onStart   []func(*Gateway) // workloads register their protocols on every (re)start
+	bootAddrs []string
+	delays    map[[2]string]time.Duration
+}
+
+// siteDelay is the one-way backbone delay between two sites.
+func (f *Fleet) siteDelay(a, b string) time.Duration {
+	if a == b {
+		return 0
+	}
+	if d, ok := f.delays[[2]string{a, b}]; ok {
+		return d
+	}
+	return f.delays[[2]string{b, a}]
+}
+
+// newFleet lays out the virtual network and the gateways' data directories; no node runs yet.
+func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger) (*Fleet, error) {
+	f := &Fleet{
+		Net:       vnet.New(vnet.Options{Seed: seed}),
+		scenario:  s,
+		log:       log,
+		libp2pReg: prometheus.NewRegistry(),
+		dir:       dir,
+		delays:    t.delays,
+	}
+	for pair, d := range t.delays {
+		f.Net.SetSiteDelay(pair[0], pair[1], d)
+	}
+	keys := rand.New(rand.NewPCG(uint64(seed), 0x6e616e6f6463)) // identities: fixed by the seed
+	add := func(spec gatewaySpec) (*Gateway, error) {
+		p := s.Profiles[spec.Profile]
+		h, err := f.Net.AddHost(vnet.HostConfig{IP: spec.IP, Site: spec.AccessNode, Up: p.Up.vnet(), Down: p.Down.vnet()})
+		if err != nil {
+			return nil, fmt.Errorf("gateway %s: %w", spec.Name, err)
+		}
+		g := &Gateway{gatewaySpec: spec, Host: h, dataDir: filepath.Join(dir, spec.Name)}
+		var seed [ed25519.SeedSize]byte
+		for i := range seed {
+			seed[i] = byte(keys.Uint32())
+		}
+		if err := writeIdentity(g.dataDir, seed[:]); err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
+	for _, spec := range t.bootstrap {
+		g, err := add(spec)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.Bootstrap = append(f.Bootstrap, g)
+		id, err := identityID(g.dataDir)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.bootAddrs = append(f.bootAddrs, fmt.Sprintf("/ip4/%s/udp/4001/quic-v1/p2p/%s", spec.IP, id))
+	}
+	for _, spec := range t.gateways {
+		g, err := add(spec)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.Gateways = append(f.Gateways, g)
+	}
+	return f, nil
+}
+
+// writeIdentity stores a deterministic Ed25519 key where node.New will load it.
+func writeIdentity(dir string, seed []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	priv, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed))
+	if err != nil {
+		return err
+	}
+	raw, err := crypto.MarshalPrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, node.IdentityFile), raw, 0o600)
+}
+
+func identityID(dir string) (string, error) {
+	priv, err := node.LoadOrCreateIdentity(filepath.Join(dir, node.IdentityFile))
+	if err != nil {
+		return "", err
+	}
+	id, err := peer.IDFromPrivateKey(priv)
+	return id.String(), err
+}
+
+// nodeConfig is the configuration every emulated gateway runs with: the production
+// defaults, minus what makes no sense on the virtual network.
+func (f *Fleet) nodeConfig(g *Gateway) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.Listen = []string{fmt.Sprintf("/ip4/%s/udp/4001/quic-v1", g.IP)}
+	cfg.Bootstrap = f.bootAddrs
+	cfg.Labels = overlay.Labels{ISP: g.ISP, AccessNode: g.AccessNode, Extra: map[string]string{"profile": g.Profile}}
+	cfg.MDNS = false           // no LAN multicast between emulated homes
+	cfg.NAT = node.NATConfig{} // every virtual address is reachable
+	cfg.API.Listen = node.APIOff
+	cfg.ConnMgr.Low, cfg.ConnMgr.High = f.scenario.Node.ConnLow, f.scenario.Node.ConnHigh
+	cfg.PingInterval = f.scenario.Node.PingInterval
+	cfg.Log.Level = "warn"
+	return cfg
+}
+
+// Start brings a gateway's node up (again, after a kill: same identity, same address).
+func (f *Fleet) Start(g *Gateway) error {
+	if err := f.startNode(g); err != nil {
+		return err
+	}
+	for _, hook := range f.onStart {
+		hook(g)
+	}
+	return nil
+}
+
+func (f *Fleet) startNode(g *Gateway) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.node != nil {
+		return nil
+	}
+	n, err := node.New(node.Options{
+		Config:           f.nodeConfig(g),
+		DataDir:          g.dataDir,
+		Version:          "emulated",
+		Logger:           f.log.With("gateway", g.Name),
+		PacketNetwork:    g.Host,
+		Libp2pRegisterer: f.libp2pReg,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway %s: %w", g.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.node, g.cancel, g.done = n, cancel, make(chan struct{})
+	g.starts++
+	go func(done chan struct{}) {
+		defer close(done)
+		if err := n.Serve(ctx); err != nil {
+			f.log.Warn("node stopped with error", "gateway", g.Name, "err", err)
+		}
+	}(g.done)
+	return nil
+}
+
+// Kill stops a gateway's node abruptly for the network (its conns close), cleanly for the
+// process.
+func (f *Fleet) Kill(g *Gateway) error {
+	g.mu.Lock()
+	n, cancel, done := g.node, g.cancel, g.done
+	g.node = nil
+	g.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	cancel()
+	<-done
+	return n.Close()
+}
+
+// Up counts the gateways whose node runs.
+func (f *Fleet) Up() int {
+	up := 0
+	for _, g := range f.Gateways {
+		if g.Node() != nil {
+			up++
+		}
+	}
+	return up
+}
+
+// Close stops every node and the network.
+func (f *Fleet) Close() error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	sem := make(chan struct{}, 16)
+	for _, g := range append(append([]*Gateway{}, f.Gateways...), f.Bootstrap...) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := f.Kill(g); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	errs = append(errs, f.Net.Close())
+	return errors.Join(errs...)
+}
+
+// startPaced starts gateways at rate per second, reporting progress.
+func (f *Fleet) startPaced(ctx context.Context, gws []*Gateway, rate float64, progress func(started int)) error {
+	interval := time.Duration(float64(time.Second) / rate)
+	next := time.Now()
+	for i, g := range gws {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := f.Start(g); err != nil {
+			return err
+		}
+		progress(i + 1)
+		next = next.Add(interval)
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
+		}
+	}
+	return nil
+}

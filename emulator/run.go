@@ -1,0 +1,508 @@
+package emulator
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/nanodc/nanodc/emulator/vnet"
+	"github.com/nanodc/nanodc/overlay"
+)
+
+// Options are a run's explicit dependencies.
+type Options struct {
+	OutDir    string                     // where summary.json, timeseries.csv, report.html go
+	Seed      *int64                     // overrides the scenario's seed
+	Workloads map[string]WorkloadFactory // by scenario type name
+	Progress  io.Writer                  // live progress; nil for none
+	// ProgressLines prints a line every few seconds instead of redrawing one line (for
+	// logs and CI, where carriage returns are noise).
+	ProgressLines bool
+	Logger        *slog.Logger
+	ScenarioPath  string // for the report
+}
+
+// Run builds the fleet, runs the scenario and writes its outputs. The returned summary is
+// also in OutDir/summary.json. A run whose timing went wrong is returned with Valid false,
+// not as an error: its outputs are still worth reading.
+func Run(ctx context.Context, sc *Scenario, opts Options) (*Summary, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	seed := sc.Seed
+	if opts.Seed != nil {
+		seed = *opts.Seed
+	}
+	if opts.Workloads == nil {
+		opts.Workloads = BuiltinWorkloads()
+	}
+	var workloads []Workload
+	for i, spec := range sc.Workloads {
+		factory, ok := opts.Workloads[spec.Type]
+		if !ok {
+			return nil, fmt.Errorf("workloads[%d].type: unknown workload %q (have %s)", i, spec.Type, strings.Join(mapKeys(opts.Workloads), ", "))
+		}
+		w, err := factory(&spec.Params)
+		if err != nil {
+			return nil, fmt.Errorf("workloads[%d] (%s): %w", i, spec.Type, err)
+		}
+		workloads = append(workloads, w)
+	}
+	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	nodesDir, err := os.MkdirTemp("", "nanodc-emulate-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(nodesDir)
+
+	r := &run{sc: sc, opts: opts, seed: seed, rec: newRecorder(), workloads: workloads, log: opts.Logger}
+	r.topo = buildTopology(sc, rand.New(rand.NewPCG(uint64(seed), 1)))
+	r.events, err = expandFaults(sc.Faults, r.topo, sc.Duration, rand.New(rand.NewPCG(uint64(seed), 2)))
+	if err != nil {
+		return nil, err
+	}
+	r.fleet, err = newFleet(sc, r.topo, seed, nodesDir, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer r.fleet.Close()
+	for _, w := range workloads {
+		if h, ok := w.(NodeStartHook); ok {
+			r.fleet.onStart = append(r.fleet.onStart, h.NodeStarted)
+		}
+	}
+	sum, err := r.execute(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.writeOutputs(sum); err != nil {
+		return sum, err
+	}
+	return sum, nil
+}
+
+type run struct {
+	sc        *Scenario
+	opts      Options
+	seed      int64
+	log       *slog.Logger
+	topo      *topology
+	fleet     *Fleet
+	events    []event
+	rec       *Recorder
+	workloads []Workload
+	progress  *progress
+
+	applied []appliedEvent
+	mu      sync.Mutex
+}
+
+type appliedEvent struct {
+	event
+	AtSeconds float64 `json:"at_s"`
+	Error     string  `json:"error,omitempty"`
+}
+
+func (r *run) execute(ctx context.Context) (*Summary, error) {
+	sum := &Summary{
+		Scenario: r.sc.Name, Description: r.sc.Description, Seed: r.seed,
+		Gateways: len(r.fleet.Gateways), BootstrapNodes: len(r.fleet.Bootstrap),
+		DurationSeconds: r.sc.Duration.Seconds(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
+	}
+	r.progress = newProgress(r.opts.Progress, r.opts.ProgressLines)
+	defer r.progress.done()
+	rss0 := rssMB()
+	cpu0 := cpuSeconds()
+	t0 := time.Now()
+
+	// Start-up: bootstrap nodes first, then gateways at the scenario's pace.
+	for _, b := range r.fleet.Bootstrap {
+		if err := r.fleet.Start(b); err != nil {
+			return nil, err
+		}
+	}
+	err := r.fleet.startPaced(ctx, r.fleet.Gateways, r.sc.StartupRate, func(n int) {
+		r.progress.show("start-up", time.Since(t0), 0, fmt.Sprintf("gateways %d/%d", n, len(r.fleet.Gateways)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	sum.StartupSeconds = time.Since(t0).Seconds()
+	settleEnd := time.Now().Add(r.sc.Settle)
+	for time.Now().Before(settleEnd) && ctx.Err() == nil {
+		st := r.peerStats()
+		r.progress.show("settle", time.Since(t0), 0, fmt.Sprintf("peers min/avg %d/%.1f", st.min, st.avg))
+		sleepCtx(ctx, time.Second)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sum.Memory.RSSAfterStartMB = rssMB()
+	sum.Memory.PerGatewayMB = (sum.Memory.RSSAfterStartMB - rss0) / float64(len(r.fleet.Gateways)+len(r.fleet.Bootstrap))
+	sum.Handshakes.DialErrorsAtStartup = r.dialErrors()
+
+	// Measured phase.
+	r.fleet.Net.ResetLateness()
+	r.fleet.Net.TakeLateness()
+	cpu1 := cpuSeconds()
+	start := time.Now()
+	mctx, cancel := context.WithTimeout(ctx, r.sc.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, w := range r.workloads {
+		env := &Env{Fleet: r.fleet, Rand: rand.New(rand.NewPCG(uint64(r.seed), uint64(100+i))), Duration: r.sc.Duration, Start: start}
+		if err := w.Start(mctx, env); err != nil {
+			cancel()
+			return nil, fmt.Errorf("workloads[%d]: %w", i, err)
+		}
+	}
+	wg.Go(func() { r.runFaults(mctx, start) })
+	r.sample(mctx, start, sum)
+	for _, w := range r.workloads {
+		w.Wait()
+	}
+	wg.Wait()
+	sum.CPU.CoresUsed = (cpuSeconds() - cpu1) / time.Since(start).Seconds()
+	sum.CPU.StartupCoresUsed = (cpu1 - cpu0) / start.Sub(t0).Seconds()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+
+	// Validity over the measured phase.
+	st := r.fleet.Net.Stats()
+	sum.Lateness.Scheduler, sum.Lateness.Reader = latenessOf(st.Scheduler), latenessOf(st.Reader)
+	sum.Network = networkOf(st)
+	limit := r.sc.Validity.MaxLatenessP99
+	sum.Valid = true
+	for name, l := range map[string]vnet.Lateness{"scheduler": st.Scheduler, "delivery": st.Reader} {
+		if l.P99 > limit {
+			sum.Valid = false
+			sum.InvalidReasons = append(sum.InvalidReasons, fmt.Sprintf("%s lateness p99 %.2f ms > %.2f ms: the CPU could not keep up, timing figures are wrong", name, ms(l.P99), ms(limit)))
+		}
+	}
+	slices.Sort(sum.InvalidReasons)
+
+	// End state: connectivity and a DHT round trip.
+	ps := r.peerStats()
+	sum.Peers = PeersSummary{Min: ps.min, Median: ps.median, Max: ps.max, Avg: ps.avg, GatewaysBelow8: ps.below8, RoutingTableMedian: ps.rtMedian}
+	sum.DHT = r.dhtCheck(ctx)
+	sum.Handshakes.DialErrorsTotal = r.dialErrors()
+	sum.Memory.RSSEndMB = rssMB()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	sum.Memory.GoHeapMB = float64(ms.HeapInuse) / (1 << 20)
+	sum.Goroutines = runtime.NumGoroutine()
+	r.mu.Lock()
+	sum.Faults = append([]appliedEvent(nil), r.applied...)
+	r.mu.Unlock()
+	sum.Workloads = map[string]any{}
+	for i, w := range r.workloads {
+		sum.Workloads[workloadKey(r.sc.Workloads, i)] = w.Summary()
+	}
+	return sum, nil
+}
+
+func workloadKey(specs []WorkloadSpec, i int) string {
+	n := 0
+	for _, s := range specs[:i] {
+		if s.Type == specs[i].Type {
+			n++
+		}
+	}
+	if n == 0 {
+		return specs[i].Type
+	}
+	return specs[i].Type + "#" + strconv.Itoa(n+1)
+}
+
+// sample records the per-second series until ctx ends.
+func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
+	type classTotals struct{ up, down, queueMs, hosts float64 }
+	last := map[*Gateway]vnet.LinkStats{}
+	for _, g := range r.fleet.Gateways {
+		last[g] = g.Host.Stats()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		el := time.Since(start)
+		r.rec.row(float64(int(el.Round(time.Second).Seconds())))
+		classes := map[string]*classTotals{}
+		for _, g := range r.fleet.Gateways {
+			s := g.Host.Stats()
+			c := classes[g.Profile]
+			if c == nil {
+				c = &classTotals{}
+				classes[g.Profile] = c
+			}
+			p := r.sc.Profiles[g.Profile]
+			c.up += float64(s.Up.Bytes - last[g].Up.Bytes)
+			c.down += float64(s.Down.Bytes - last[g].Down.Bytes)
+			if p.Up.RateBps > 0 {
+				c.queueMs += float64(s.Up.QueueBytes*8) / float64(p.Up.RateBps) * 1000
+			}
+			c.hosts++
+			last[g] = s
+		}
+		for name, c := range classes {
+			r.rec.Set("up_mbps."+name, c.up*8/1e6)
+			r.rec.Set("down_mbps."+name, c.down*8/1e6)
+			r.rec.Set("uplink_queue_ms_avg."+name, c.queueMs/c.hosts)
+		}
+		sched, reader := r.fleet.Net.TakeLateness()
+		r.rec.Set("lateness_ms_p99.scheduler", ms(sched.P99))
+		r.rec.Set("lateness_ms_p99.delivery", ms(reader.P99))
+		ps := r.peerStats()
+		r.rec.Set("gateways_up", float64(ps.up))
+		r.rec.Set("peers_avg", ps.avg)
+		r.rec.Set("peers_min", float64(ps.min))
+		for _, w := range r.workloads {
+			w.Sample(r.rec)
+		}
+		r.progress.show("run", el, r.sc.Duration, fmt.Sprintf("up %d/%d  peers avg %.1f  lateness p99 %.1f ms", ps.up, len(r.fleet.Gateways), ps.avg, ms(max(sched.P99, reader.P99))))
+	}
+}
+
+type peerStats struct {
+	up, min, max, median, below8, rtMedian int
+	avg                                    float64
+}
+
+func (r *run) peerStats() peerStats {
+	var peers, rts []int
+	for _, g := range r.fleet.Gateways {
+		if o := g.Overlay(); o != nil {
+			peers = append(peers, len(o.Host().Network().Peers()))
+			rts = append(rts, o.RoutingTableSize())
+		}
+	}
+	st := peerStats{up: len(peers)}
+	if len(peers) == 0 {
+		return st
+	}
+	slices.Sort(peers)
+	slices.Sort(rts)
+	st.min, st.max, st.median, st.rtMedian = peers[0], peers[len(peers)-1], peers[len(peers)/2], rts[len(rts)/2]
+	total := 0
+	for _, p := range peers {
+		total += p
+		if p < 8 {
+			st.below8++
+		}
+	}
+	st.avg = float64(total) / float64(len(peers))
+	return st
+}
+
+// runFaults applies the expanded fault schedule at its times.
+func (r *run) runFaults(ctx context.Context, start time.Time) {
+	cut := map[string]bool{}
+	for _, ev := range r.events {
+		if !sleepCtx(ctx, time.Until(start.Add(ev.At))) {
+			return
+		}
+		var err error
+		switch ev.Kind {
+		case "kill":
+			err = r.fleet.Kill(r.fleet.Gateways[ev.Gateway])
+		case "restart":
+			err = r.fleet.Start(r.fleet.Gateways[ev.Gateway])
+		case "link-down", "link-up":
+			r.fleet.Gateways[ev.Gateway].Host.SetUp(ev.Kind == "link-up")
+		case "access-down", "access-up":
+			r.fleet.Net.SetSiteUp(ev.Target, ev.Kind == "access-up")
+		case "partition", "heal":
+			cut[ev.Target] = ev.Kind == "partition"
+			snapshot := maps.Clone(cut)
+			r.fleet.Net.SetPartition(func(a, b string) bool {
+				ia, ib := ispOfSite(a), ispOfSite(b)
+				return ia != ib && (snapshot[ia] || snapshot[ib])
+			})
+		}
+		ae := appliedEvent{event: ev, AtSeconds: time.Since(start).Seconds()}
+		if err != nil {
+			ae.Error = err.Error()
+			r.log.Warn("fault", "kind", ev.Kind, "target", ev.Target, "err", err)
+		}
+		r.mu.Lock()
+		r.applied = append(r.applied, ae)
+		r.mu.Unlock()
+	}
+}
+
+func ispOfSite(site string) string {
+	if i := strings.IndexByte(site, '/'); i >= 0 {
+		return site[:i]
+	}
+	return site // the datacenter
+}
+
+// dhtCheck provides a fresh CID from one live gateway and looks it up from others.
+func (r *run) dhtCheck(ctx context.Context) DHTSummary {
+	var live []*Gateway
+	for _, g := range r.fleet.Gateways {
+		if g.Overlay() != nil {
+			live = append(live, g)
+		}
+	}
+	if len(live) < 2 {
+		return DHTSummary{}
+	}
+	rng := rand.New(rand.NewPCG(uint64(r.seed), 3))
+	provider := live[rng.IntN(len(live))]
+	h, _ := multihash.Sum([]byte(fmt.Sprintf("dht-check-%d", r.seed)), multihash.SHA2_256, -1)
+	c := cid.NewCidV1(cid.Raw, h)
+	out := DHTSummary{Provider: provider.Name}
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := provider.Overlay().Provide(pctx, c); err != nil {
+		out.ProvideError = err.Error()
+		return out
+	}
+	out.ProvideSeconds = time.Since(start).Seconds()
+	lookups := live
+	if n := r.sc.DHTCheckLookups; len(lookups) > n {
+		rng.Shuffle(len(lookups), func(i, j int) { lookups[i], lookups[j] = lookups[j], lookups[i] })
+		lookups = lookups[:n]
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		times []float64
+	)
+	sem := make(chan struct{}, 16)
+	for _, g := range lookups {
+		if g == provider {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			t := time.Now()
+			o := g.Overlay()
+			if o == nil {
+				return
+			}
+			found, err := o.FindProviders(lctx, c, 1)
+			mu.Lock()
+			defer mu.Unlock()
+			out.Lookups++
+			if err == nil && slices.ContainsFunc(found, func(p overlay.PeerInfo) bool { return p.ID == provider.Overlay().ID() }) {
+				out.Found++
+				times = append(times, time.Since(t).Seconds())
+			}
+		})
+	}
+	wg.Wait()
+	out.LookupSecondsP50 = nanToNil(quantile(times, .5))
+	out.LookupSecondsP95 = nanToNil(quantile(times, .95))
+	return out
+}
+
+func (r *run) dialErrors() float64 {
+	mfs, err := r.fleet.libp2pReg.Gather()
+	if err != nil {
+		return -1
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "libp2p_swarm_dial_errors_total" {
+			for _, m := range mf.GetMetric() {
+				total += counterValue(m)
+			}
+		}
+	}
+	return total
+}
+
+func counterValue(m *dto.Metric) float64 {
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return 0
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// sleepCtx sleeps d or until ctx ends; it reports whether the full time passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func mapKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func rssMB() float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// cpuSeconds is the process's user+system CPU time.
+func cpuSeconds() float64 {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may contain spaces) start after ") ".
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}

@@ -1,0 +1,230 @@
+package emulator
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nanodc/nanodc/emulator/report"
+	"github.com/nanodc/nanodc/emulator/vnet"
+)
+
+// Summary is summary.json: what a run measured, and whether it can be trusted.
+type Summary struct {
+	Scenario        string          `json:"scenario"`
+	Description     string          `json:"description,omitempty"`
+	Seed            int64           `json:"seed"`
+	Gateways        int             `json:"gateways"`
+	BootstrapNodes  int             `json:"bootstrap_nodes"`
+	Valid           bool            `json:"valid"`
+	InvalidReasons  []string        `json:"invalid_reasons,omitempty"`
+	StartupSeconds  float64         `json:"startup_s"`
+	DurationSeconds float64         `json:"duration_s"`
+	Lateness        LatenessSummary `json:"lateness"`
+	Peers           PeersSummary    `json:"peers"`
+	DHT             DHTSummary      `json:"dht_check"`
+	Handshakes      struct {
+		DialErrorsAtStartup float64 `json:"dial_errors_at_startup"`
+		DialErrorsTotal     float64 `json:"dial_errors_total"`
+	} `json:"handshakes"`
+	Memory struct {
+		RSSAfterStartMB float64 `json:"rss_after_start_mb"`
+		RSSEndMB        float64 `json:"rss_end_mb"`
+		GoHeapMB        float64 `json:"go_heap_mb"`
+		PerGatewayMB    float64 `json:"per_gateway_mb"`
+	} `json:"memory"`
+	CPU struct {
+		CoresUsed        float64 `json:"cores_used"`         // average over the measured phase
+		StartupCoresUsed float64 `json:"startup_cores_used"` // average over start-up and settle
+	} `json:"cpu"`
+	Goroutines int            `json:"goroutines"`
+	Network    NetworkSummary `json:"network"`
+	Faults     []appliedEvent `json:"faults"`
+	Workloads  map[string]any `json:"workloads"`
+	GoVersion  string         `json:"go_version"`
+	CPUs       int            `json:"cpus"`
+}
+
+// LatenessSummary is how late the emulated network acted during the measured phase.
+type LatenessSummary struct {
+	Scheduler LatenessFigures `json:"scheduler"`
+	Reader    LatenessFigures `json:"delivery"`
+}
+
+// LatenessFigures are in milliseconds.
+type LatenessFigures struct {
+	Count uint64  `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+}
+
+func latenessOf(l vnet.Lateness) LatenessFigures {
+	return LatenessFigures{Count: l.Count, P50: ms(l.P50), P99: ms(l.P99), Max: ms(l.Max)}
+}
+
+// PeersSummary is the fleet's connectivity at the end of the run.
+type PeersSummary struct {
+	Min                int     `json:"min"`
+	Median             int     `json:"median"`
+	Max                int     `json:"max"`
+	Avg                float64 `json:"avg"`
+	GatewaysBelow8     int     `json:"gateways_below_8"`
+	RoutingTableMedian int     `json:"routing_table_median"`
+}
+
+// DHTSummary is the end-of-run DHT check: one gateway provides, others look it up.
+type DHTSummary struct {
+	Provider         string  `json:"provider"`
+	ProvideSeconds   float64 `json:"provide_s"`
+	ProvideError     string  `json:"provide_error,omitempty"`
+	Lookups          int     `json:"lookups"`
+	Found            int     `json:"found"`
+	LookupSecondsP50 any     `json:"lookup_s_p50"`
+	LookupSecondsP95 any     `json:"lookup_s_p95"`
+}
+
+// NetworkSummary counts packets on the virtual network over the whole run.
+type NetworkSummary struct {
+	Sent      uint64     `json:"packets_sent"`
+	Delivered uint64     `json:"packets_delivered"`
+	Dropped   vnet.Drops `json:"packets_dropped"`
+}
+
+func networkOf(s vnet.Stats) NetworkSummary {
+	return NetworkSummary{Sent: s.Sent, Delivered: s.Delivered, Dropped: s.Dropped}
+}
+
+func (r *run) writeOutputs(sum *Summary) error {
+	data, err := json.MarshalIndent(sum, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.opts.OutDir, "summary.json"), append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(r.opts.OutDir, "timeseries.csv"))
+	if err != nil {
+		return err
+	}
+	if err := r.rec.WriteCSV(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return report.WriteFile(filepath.Join(r.opts.OutDir, "report.html"), r.report(sum))
+}
+
+func (r *run) report(sum *Summary) report.Report {
+	verdict := report.Verdict{Valid: sum.Valid, Reason: strings.Join(sum.InvalidReasons, "; ")}
+	if sum.Valid {
+		verdict.Reason = fmt.Sprintf("scheduler and delivery lateness p99 within %s", r.sc.Validity.MaxLatenessP99)
+	}
+	rep := report.Report{
+		Title:    "nanodc emulator: " + sum.Scenario,
+		Subtitle: fmt.Sprintf("%s · seed %d · %d gateways · %s · %s", r.opts.ScenarioPath, sum.Seed, sum.Gateways, time.Now().UTC().Format(time.RFC3339), sum.GoVersion),
+		Verdict:  verdict,
+		Tables:   []report.Table{SummaryTable(sum)},
+	}
+	var t []float64
+	line := func(title, ylabel string, names ...string) report.Plot {
+		p := report.Plot{Title: title, Kind: report.Line, XLabel: "time (s)", YLabel: ylabel}
+		for _, n := range names {
+			var y []float64
+			t, y = r.rec.Series(n)
+			p.Series = append(p.Series, report.Series{Name: n[strings.IndexByte(n, '.')+1:], X: t, Y: y})
+		}
+		return p
+	}
+	var profiles []string
+	for _, g := range r.fleet.Gateways {
+		if !slices.Contains(profiles, g.Profile) {
+			profiles = append(profiles, g.Profile)
+		}
+	}
+	slices.Sort(profiles)
+	prefixed := func(prefix string) []string {
+		out := make([]string, len(profiles))
+		for i, p := range profiles {
+			out[i] = prefix + p
+		}
+		return out
+	}
+	rep.Sections = append(rep.Sections, report.Section{Title: "Network", Plots: []report.Plot{
+		line("Uplink throughput per link class (sum over gateways)", "throughput (Mbit/s)", prefixed("up_mbps.")...),
+		line("Downlink throughput per link class (sum over gateways)", "throughput (Mbit/s)", prefixed("down_mbps.")...),
+		line("Uplink queueing delay per link class (average over gateways)", "queueing delay (ms)", prefixed("uplink_queue_ms_avg.")...),
+	}}, report.Section{Title: "Fleet and validity", Plots: []report.Plot{
+		line("Gateways up and connectivity", "count", "gateways_up", "peers_avg", "peers_min"),
+		line("Emulator timing error (p99 per second)", "lateness (ms)", "lateness_ms_p99.scheduler", "lateness_ms_p99.delivery"),
+	}})
+	for i, w := range r.workloads {
+		tab, plots := w.Report(r.rec)
+		if len(tab.Rows) > 0 {
+			rep.Tables = append(rep.Tables, tab)
+		}
+		rep.Sections = append(rep.Sections, report.Section{Title: "Workload: " + workloadKey(r.sc.Workloads, i), Plots: plots})
+	}
+	if len(sum.Faults) > 0 {
+		ft := report.Table{Title: "Faults applied", Columns: []string{"at (s)", "event", "target", "error"}}
+		for _, f := range sum.Faults {
+			ft.Rows = append(ft.Rows, []string{fmt.Sprintf("%.1f", f.AtSeconds), f.Kind, f.Target, f.Error})
+		}
+		rep.Tables = append(rep.Tables, ft)
+	}
+	rep.Notes = []string{
+		"Every gateway is a real nanodc node (same code as `nanodc node`) whose UDP sockets are replaced by the emulator's shaped in-memory network; all peer traffic crosses the emulated access links.",
+		"Lateness is how late the emulator delivered packets compared with the link model. Past the validity threshold the CPU could not keep up and timing figures (RTT, throughput) are not trustworthy.",
+	}
+	return rep
+}
+
+// SummaryTable is the key figures of a run as a table, for the terminal and the report.
+func SummaryTable(s *Summary) report.Table {
+	valid := "valid"
+	if !s.Valid {
+		valid = "INVALID: " + strings.Join(s.InvalidReasons, "; ")
+	}
+	rows := [][]string{
+		{"scenario", fmt.Sprintf("%s (seed %d)", s.Scenario, s.Seed)},
+		{"verdict", valid},
+		{"gateways", fmt.Sprintf("%d (+%d bootstrap)", s.Gateways, s.BootstrapNodes)},
+		{"start-up", fmt.Sprintf("%.1f s", s.StartupSeconds)},
+		{"peers per gateway", fmt.Sprintf("min %d, median %d, max %d; %d gateways below 8", s.Peers.Min, s.Peers.Median, s.Peers.Max, s.Peers.GatewaysBelow8)},
+		{"DHT check", fmt.Sprintf("found from %d of %d gateways (provide %.2f s, lookup p50 %v s)", s.DHT.Found, s.DHT.Lookups, s.DHT.ProvideSeconds, fmtAny(s.DHT.LookupSecondsP50))},
+		{"dial errors", fmt.Sprintf("%.0f at start-up, %.0f in total", s.Handshakes.DialErrorsAtStartup, s.Handshakes.DialErrorsTotal)},
+		{"lateness p50/p99/max", fmt.Sprintf("scheduler %.2f/%.2f/%.2f ms, delivery %.2f/%.2f/%.2f ms", s.Lateness.Scheduler.P50, s.Lateness.Scheduler.P99, s.Lateness.Scheduler.Max, s.Lateness.Reader.P50, s.Lateness.Reader.P99, s.Lateness.Reader.Max)},
+		{"memory", fmt.Sprintf("RSS %.0f MB after start-up (%.2f MB per node), Go heap %.0f MB", s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.GoHeapMB)},
+		{"CPU", fmt.Sprintf("%.2f cores during the run, %.2f during start-up", s.CPU.CoresUsed, s.CPU.StartupCoresUsed)},
+		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
+	}
+	return report.Table{Title: "Summary", Columns: []string{"figure", "value"}, Rows: rows}
+}
+
+func fmtAny(v any) string {
+	if f, ok := v.(float64); ok {
+		return fmt.Sprintf("%.2f", f)
+	}
+	return "-"
+}
+
+// PrintSummary writes the summary table and each workload's key figures to w.
+func PrintSummary(w io.Writer, s *Summary) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, row := range SummaryTable(s).Rows {
+		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
+	}
+	for _, name := range mapKeys(s.Workloads) {
+		b, _ := json.Marshal(s.Workloads[name])
+		fmt.Fprintf(tw, "workload %s\t%s\n", name, b)
+	}
+	tw.Flush()
+}

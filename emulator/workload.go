@@ -1,0 +1,55 @@
+package emulator
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/nanodc/nanodc/emulator/report"
+)
+
+// Workload is traffic or user behaviour a scenario runs on the fleet. A scenario names it
+// by type; the composition root registers the factories (Options.Workloads), so new
+// workloads (VoD, game, automation) plug in without changing the emulator's core.
+type Workload interface {
+	// Start launches the workload on the fleet and returns; it runs until ctx ends.
+	Start(ctx context.Context, env *Env) error
+	// Wait blocks until every goroutine Start launched has ended (after ctx ends).
+	Wait()
+	// Sample records the workload's figures for the second that just ended.
+	Sample(rec *Recorder)
+	// Summary is the workload's section of summary.json.
+	Summary() any
+	// Report is the workload's part of report.html: a summary table and plots.
+	Report(rec *Recorder) (report.Table, []report.Plot)
+}
+
+// NodeStartHook is implemented by workloads that serve a protocol on every gateway: the
+// emulator calls it whenever a gateway's node (re)starts.
+type NodeStartHook interface {
+	NodeStarted(g *Gateway)
+}
+
+// WorkloadFactory builds a workload from its scenario parameters (decode them with
+// yamlstrict.DecodeNode so that typos are errors naming the field).
+type WorkloadFactory func(params *yaml.Node) (Workload, error)
+
+// Env is what a running workload may use.
+type Env struct {
+	Fleet *Fleet
+	// Rand is the workload's own generator, derived from the seed and the workload's
+	// position in the scenario: its schedule does not depend on other workloads.
+	Rand     *rand.Rand
+	Duration time.Duration // of the measured phase
+	Start    time.Time     // of the measured phase
+}
+
+// BuiltinWorkloads are the workloads that ship with the emulator's core.
+func BuiltinWorkloads() map[string]WorkloadFactory {
+	return map[string]WorkloadFactory{
+		"ping":       newPingWorkload,
+		"throughput": newThroughputWorkload,
+	}
+}
