@@ -23,8 +23,11 @@ test: deps
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
 
+# The main job: a fleet of real daemon processes on loopback, then an emulated fleet of 20
+# gateways behind shaped DSL links with workloads and faults (report in runs/demo-emulated).
 demo: deps build
 	BIN=$(BIN) scripts/demo.sh
+	$(BIN) emulate --scenario emulator/scenarios/smoke.yaml --out runs/demo-emulated
 
 bench: deps
 	scripts/bench.sh

@@ -54,8 +54,8 @@ func (f FaultSpec) validate() error {
 			return errors.New("target: the ISP to cut off")
 		}
 	case FaultChurn:
-		if f.RatePerMin <= 0 {
-			return errors.New("rate_per_min: must be positive for churn")
+		if f.RatePerMin <= 0 || f.RatePerMin > 6000 {
+			return errors.New("rate_per_min: churn needs a rate in (0, 6000]")
 		}
 		if f.For <= 0 {
 			return errors.New("for: churn needs a mean down time")
@@ -76,6 +76,9 @@ type event struct {
 	Gateway int           `json:"gateway,omitempty"`
 	Target  string        `json:"target"`
 }
+
+// maxFaultEvents bounds a schedule (a typo in a churn rate must not eat the memory).
+const maxFaultEvents = 100_000
 
 // expandFaults turns the scenario's fault lines into a time-ordered list of events, with
 // every random choice drawn from rng so that a seed fixes the whole schedule.
@@ -143,6 +146,9 @@ func expandFaults(specs []FaultSpec, t *topology, horizon time.Duration, rng *ra
 				down[g] = back
 				name := t.gateways[g].Name
 				out = append(out, event{At: at, Kind: "kill", Gateway: g, Target: name}, event{At: back, Kind: "restart", Gateway: g, Target: name})
+				if len(out) > maxFaultEvents {
+					return nil, fmt.Errorf("faults[%d]: churn makes more than %d events; lower rate_per_min or shorten it", i, maxFaultEvents)
+				}
 			}
 		}
 	}

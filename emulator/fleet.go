@@ -76,6 +76,9 @@ func (f *Fleet) siteDelay(a, b string) time.Duration {
 
 // newFleet lays out the virtual network and the gateways' data directories; no node runs yet.
 func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger) (*Fleet, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	f := &Fleet{
 		Net:       vnet.New(vnet.Options{Seed: seed}),
 		scenario:  s,
@@ -165,6 +168,7 @@ func (f *Fleet) nodeConfig(g *Gateway) node.Config {
 	cfg.NAT = node.NATConfig{} // every virtual address is reachable
 	cfg.API.Listen = node.APIOff
 	cfg.ConnMgr.Low, cfg.ConnMgr.High = f.scenario.Node.ConnLow, f.scenario.Node.ConnHigh
+	cfg.ConnMgr.Grace = f.scenario.Node.ConnGrace
 	cfg.PingInterval = f.scenario.Node.PingInterval
 	cfg.Log.Level = "warn"
 	return cfg
@@ -260,25 +264,34 @@ func (f *Fleet) Close() error {
 	return errors.Join(errs...)
 }
 
-// startPaced starts gateways at rate per second, reporting progress.
-func (f *Fleet) startPaced(ctx context.Context, gws []*Gateway, rate float64, progress func(started int)) error {
+// startPaced starts gateways at up to rate per second. Every second it looks at how late
+// the network ran; while the p99 is above limit it holds further starts back, so that the
+// burst of handshakes and DHT refreshes of new nodes cannot starve the ones already up.
+func (f *Fleet) startPaced(ctx context.Context, gws []*Gateway, rate float64, limit time.Duration, progress func(started int, held bool)) error {
 	interval := time.Duration(float64(time.Second) / rate)
-	next := time.Now()
-	for i, g := range gws {
+	next, check := time.Now(), time.Now().Add(time.Second)
+	held := false
+	for i := 0; i < len(gws); {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := f.Start(g); err != nil {
-			return err
+		if time.Now().After(check) {
+			sched, reader := f.Net.TakeLateness()
+			held = max(sched.P99, reader.P99) > limit
+			check = time.Now().Add(time.Second)
 		}
-		progress(i + 1)
-		next = next.Add(interval)
-		if d := time.Until(next); d > 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(d):
+		if !held {
+			if err := f.Start(gws[i]); err != nil {
+				return err
 			}
+			i++
+			next = next.Add(interval)
+		} else {
+			next = time.Now().Add(interval)
+		}
+		progress(i, held)
+		if !sleepCtx(ctx, time.Until(next)) && ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 	return nil

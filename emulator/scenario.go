@@ -100,8 +100,10 @@ type DatacenterSpec struct {
 
 // NodeSettings tune the emulated gateways' node configuration.
 type NodeSettings struct {
-	ConnLow      int           `yaml:"conn_low"`
-	ConnHigh     int           `yaml:"conn_high"`
+	ConnLow  int `yaml:"conn_low"`
+	ConnHigh int `yaml:"conn_high"`
+	// ConnGrace protects new connections from trimming for this long.
+	ConnGrace    time.Duration `yaml:"conn_grace"`
 	PingInterval time.Duration `yaml:"ping_interval"`
 }
 
@@ -176,7 +178,7 @@ func ParseScenario(data []byte) (*Scenario, error) {
 		Duration:    30 * time.Second,
 		Settle:      5 * time.Second,
 		StartupRate: 50,
-		Node:        NodeSettings{ConnLow: 16, ConnHigh: 48, PingInterval: 10 * time.Second},
+		Node:        NodeSettings{ConnLow: 16, ConnHigh: 48, ConnGrace: 30 * time.Second, PingInterval: 10 * time.Second},
 		Validity:    Validity{MaxLatenessP99: 5 * time.Millisecond},
 
 		DHTCheckLookups: 20,

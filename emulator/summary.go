@@ -25,13 +25,14 @@ type Summary struct {
 	Valid           bool            `json:"valid"`
 	InvalidReasons  []string        `json:"invalid_reasons,omitempty"`
 	StartupSeconds  float64         `json:"startup_s"`
+	SettleSeconds   float64         `json:"settle_s"`
 	DurationSeconds float64         `json:"duration_s"`
 	Lateness        LatenessSummary `json:"lateness"`
 	Peers           PeersSummary    `json:"peers"`
 	DHT             DHTSummary      `json:"dht_check"`
 	Handshakes      struct {
-		DialErrorsAtStartup float64 `json:"dial_errors_at_startup"`
-		DialErrorsTotal     float64 `json:"dial_errors_total"`
+		Startup HandshakeFigures `json:"startup"` // start-up and settle
+		Total   HandshakeFigures `json:"total"`   // the whole run, faults included
 	} `json:"handshakes"`
 	Memory struct {
 		RSSAfterStartMB float64 `json:"rss_after_start_mb"`
@@ -49,6 +50,14 @@ type Summary struct {
 	Workloads  map[string]any `json:"workloads"`
 	GoVersion  string         `json:"go_version"`
 	CPUs       int            `json:"cpus"`
+}
+
+// HandshakeFigures count libp2p connection set-ups over the fleet.
+type HandshakeFigures struct {
+	Completed float64            `json:"completed"`
+	Failed    float64            `json:"failed_dials"`
+	Canceled  float64            `json:"canceled_dials"`
+	ByKind    map[string]float64 `json:"dial_errors_by_kind"`
 }
 
 // LatenessSummary is how late the emulated network acted during the measured phase.
@@ -197,10 +206,10 @@ func SummaryTable(s *Summary) report.Table {
 		{"scenario", fmt.Sprintf("%s (seed %d)", s.Scenario, s.Seed)},
 		{"verdict", valid},
 		{"gateways", fmt.Sprintf("%d (+%d bootstrap)", s.Gateways, s.BootstrapNodes)},
-		{"start-up", fmt.Sprintf("%.1f s", s.StartupSeconds)},
+		{"start-up", fmt.Sprintf("%.1f s, then %.1f s to settle", s.StartupSeconds, s.SettleSeconds)},
 		{"peers per gateway", fmt.Sprintf("min %d, median %d, max %d; %d gateways below 8", s.Peers.Min, s.Peers.Median, s.Peers.Max, s.Peers.GatewaysBelow8)},
 		{"DHT check", fmt.Sprintf("found from %d of %d gateways (provide %.2f s, lookup p50 %v s)", s.DHT.Found, s.DHT.Lookups, s.DHT.ProvideSeconds, fmtAny(s.DHT.LookupSecondsP50))},
-		{"dial errors", fmt.Sprintf("%.0f at start-up, %.0f in total", s.Handshakes.DialErrorsAtStartup, s.Handshakes.DialErrorsTotal)},
+		{"handshakes", fmt.Sprintf("%.0f completed and %.0f failed dials at start-up; %.0f / %.0f over the run (faults included)", s.Handshakes.Startup.Completed, s.Handshakes.Startup.Failed, s.Handshakes.Total.Completed, s.Handshakes.Total.Failed)},
 		{"lateness p50/p99/max", fmt.Sprintf("scheduler %.2f/%.2f/%.2f ms, delivery %.2f/%.2f/%.2f ms", s.Lateness.Scheduler.P50, s.Lateness.Scheduler.P99, s.Lateness.Scheduler.Max, s.Lateness.Reader.P50, s.Lateness.Reader.P99, s.Lateness.Reader.Max)},
 		{"memory", fmt.Sprintf("RSS %.0f MB after start-up (%.2f MB per node), Go heap %.0f MB", s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.GoHeapMB)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run, %.2f during start-up", s.CPU.CoresUsed, s.CPU.StartupCoresUsed)},

@@ -200,7 +200,7 @@ func (w *pingWorkload) Report(rec *Recorder) (report.Table, []report.Plot) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	t := report.Table{Title: "ping", Columns: []string{"pair class", "samples", "RTT p50 (ms)", "p95 (ms)", "p99 (ms)"}}
-	cdf := report.Plot{Title: "Ping RTT by pair class", Kind: report.CDF, XLabel: "RTT (ms)", YLabel: "fraction of pings"}
+	cdf := report.Plot{Title: "Ping RTT by pair class", Kind: report.CDF, XLabel: "RTT (ms)", YLabel: "fraction of pings", LogX: true}
 	line := report.Plot{Title: "Ping RTT over time (median per second)", Kind: report.Line, XLabel: "time (s)", YLabel: "RTT (ms)"}
 	for _, class := range pairClasses {
 		v := append([]float64(nil), w.all[class]...)

@@ -46,9 +46,12 @@ type ConnMgrConfig struct {
 	Grace time.Duration `yaml:"grace"`
 }
 
-// DHTConfig sets the Kademlia DHT mode.
+// DHTConfig sets the Kademlia DHT.
 type DHTConfig struct {
 	Mode string `yaml:"mode"`
+	// KeepBucketConnections lets the DHT pin connections to its widest buckets' peers
+	// (go-libp2p-kad-dht's default); off, the connmgr watermarks hold.
+	KeepBucketConnections bool `yaml:"keep_bucket_connections"`
 }
 
 // APIConfig places the local management API.

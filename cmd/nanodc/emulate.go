@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,8 @@ func newEmulateCmd() *cobra.Command {
 		scenarioPath, out string
 		seed              int64
 		asJSON, quiet     bool
+		cpuProfile        string
+		memProfile        string
 	)
 	cmd := &cobra.Command{
 		Use:   "emulate --scenario FILE",
@@ -42,6 +45,25 @@ scenario's threshold is marked INVALID (exit status 3).`,
 			if !quiet {
 				opts.Progress = cmd.ErrOrStderr()
 				opts.ProgressLines = os.Getenv("CI") != "" || !isTerminal(os.Stderr)
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			if memProfile != "" {
+				f, err := os.Create(memProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				opts.HeapProfile = f
 			}
 			sum, err := emulator.Run(cmd.Context(), sc, opts)
 			if err != nil {
@@ -69,6 +91,8 @@ scenario's threshold is marked INVALID (exit status 3).`,
 	cmd.Flags().Int64Var(&seed, "seed", 0, "override the scenario's seed")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print summary.json instead of the table")
 	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to this file")
+	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a Go heap profile, taken once the fleet has settled, to this file")
 	_ = cmd.MarkFlagRequired("scenario")
 	return cmd
 }

@@ -1,0 +1,143 @@
+package emulator
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSmokeScenario runs emulator/scenarios/smoke.yaml end to end: 20 real nodes on the
+// shaped virtual network, ping and bulk workloads, a kill/restart, a WAN outage and an
+// access-node outage; then checks the outputs and what they say.
+func TestSmokeScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 20-gateway emulation (~40 s)")
+	}
+	sc, err := LoadScenario("scenarios/smoke.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	sum, err := Run(ctx, sc, Options{OutDir: out, Progress: &progress, ProgressLines: true, ScenarioPath: "scenarios/smoke.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Valid {
+		t.Errorf("run invalid: %v (the machine may be overloaded)", sum.InvalidReasons)
+	}
+	if sum.Gateways != 20 || sum.BootstrapNodes != 2 {
+		t.Errorf("fleet of %d+%d nodes, want 20+2", sum.Gateways, sum.BootstrapNodes)
+	}
+	if sum.Peers.GatewaysBelow8 != 0 {
+		t.Errorf("%d gateways with fewer than 8 peers (min %d)", sum.Peers.GatewaysBelow8, sum.Peers.Min)
+	}
+	if sum.DHT.Lookups < 19 || sum.DHT.Found != sum.DHT.Lookups {
+		t.Errorf("DHT check: found from %d of %d gateways", sum.DHT.Found, sum.DHT.Lookups)
+	}
+	if got := len(sum.Faults); got != 6 {
+		t.Errorf("%d fault events applied, want 6 (3 faults, each undone)", got)
+	}
+	for _, f := range sum.Faults {
+		if f.Error != "" {
+			t.Errorf("fault %s %s: %s", f.Kind, f.Target, f.Error)
+		}
+	}
+	if sum.Handshakes.Startup.Failed != 0 {
+		t.Errorf("%v failed dials during start-up: %v", sum.Handshakes.Startup.Failed, sum.Handshakes.Startup.ByKind)
+	}
+
+	var ping struct {
+		Failures   int `json:"failures"`
+		RTTByClass map[string]struct {
+			Samples int     `json:"samples"`
+			P50     float64 `json:"p50_ms"`
+		} `json:"rtt_by_class"`
+		ExcessP50 float64 `json:"rtt_excess_ms_p50"`
+	}
+	remarshal(t, sum.Workloads["ping"], &ping)
+	samples := 0
+	for _, c := range ping.RTTByClass {
+		samples += c.Samples
+	}
+	if samples < 200 {
+		t.Errorf("only %d ping samples", samples)
+	}
+	// Idle pings see the configured path RTT: the emulator and libp2p add little.
+	if ping.ExcessP50 < -1 || ping.ExcessP50 > 5 {
+		t.Errorf("median ping RTT is %.2f ms off the configured path RTT", ping.ExcessP50)
+	}
+	if a, c := ping.RTTByClass["same-access-node"], ping.RTTByClass["cross-isp"]; a.Samples > 0 && c.Samples > 0 && a.P50 >= c.P50 {
+		t.Errorf("RTT on one access node (%.1f ms) not below cross-ISP (%.1f ms)", a.P50, c.P50)
+	}
+	var bulk struct {
+		Transfers int     `json:"transfers"`
+		Ratio     float64 `json:"goodput_to_bottleneck_p50"`
+	}
+	remarshal(t, sum.Workloads["throughput"], &bulk)
+	if bulk.Transfers < 4 || bulk.Ratio < 0.5 || bulk.Ratio > 1.02 {
+		t.Errorf("throughput: %d transfers, median goodput/bottleneck %.2f", bulk.Transfers, bulk.Ratio)
+	}
+
+	// Outputs.
+	var fromFile Summary
+	data, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &fromFile); err != nil || fromFile.Scenario != "smoke" {
+		t.Fatalf("summary.json: %v / scenario %q", err, fromFile.Scenario)
+	}
+	f, err := os.Open(filepath.Join(out, "timeseries.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "up_mbps.adsl2plus") {
+		t.Fatalf("timeseries.csv: %d rows, header %v", len(rows), rows[0])
+	}
+	html, err := os.ReadFile(filepath.Join(out, "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "Ping RTT by pair class", "Uplink queueing delay", "Faults applied"} {
+		if !strings.Contains(string(html), want) {
+			t.Errorf("report.html lacks %q", want)
+		}
+	}
+	if !strings.Contains(progress.String(), "run") {
+		t.Errorf("no progress shown: %q", progress.String())
+	}
+}
+
+func remarshal(t *testing.T, in, out any) {
+	t.Helper()
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
