@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -181,8 +182,17 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 			return nil, fmt.Errorf("heap profile: %w", err)
 		}
 	}
+	// Memory the settled fleet needs: after a GC that also returns free pages to the OS, so
+	// that the start-up peak (reported apart) does not count.
+	nodes := float64(len(r.fleet.Gateways) + len(r.fleet.Bootstrap))
+	sum.Memory.PeakRSSMB = procStatusMB("VmHWM:")
+	debug.FreeOSMemory()
+	var msSettled runtime.MemStats
+	runtime.ReadMemStats(&msSettled)
 	sum.Memory.RSSAfterStartMB = rssMB()
-	sum.Memory.PerGatewayMB = (sum.Memory.RSSAfterStartMB - rss0) / float64(len(r.fleet.Gateways)+len(r.fleet.Bootstrap))
+	sum.Memory.PerGatewayMB = (sum.Memory.RSSAfterStartMB - rss0) / nodes
+	sum.Memory.LiveHeapPerGatewayMB = float64(msSettled.HeapAlloc) / (1 << 20) / nodes
+	sum.Memory.GoroutinesPerGateway = float64(runtime.NumGoroutine()) / nodes
 	sum.Handshakes.Startup = r.handshakes()
 
 	// Measured phase.
@@ -231,6 +241,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	sum.DHT = r.dhtCheck(ctx)
 	sum.Handshakes.Total = r.handshakes()
 	sum.Memory.RSSEndMB = rssMB()
+	sum.Memory.PeakRSSMB = max(sum.Memory.PeakRSSMB, procStatusMB("VmHWM:"))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	sum.Memory.GoHeapMB = float64(ms.HeapInuse) / (1 << 20)
@@ -518,13 +529,16 @@ func mapKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func rssMB() float64 {
+func rssMB() float64 { return procStatusMB("VmRSS:") }
+
+// procStatusMB reads a kB figure of /proc/self/status (VmRSS, VmHWM) in MB.
+func procStatusMB(field string) float64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
 			return kb / 1024
 		}

@@ -35,10 +35,13 @@ type Summary struct {
 		Total   HandshakeFigures `json:"total"`   // the whole run, faults included
 	} `json:"handshakes"`
 	Memory struct {
-		RSSAfterStartMB float64 `json:"rss_after_start_mb"`
-		RSSEndMB        float64 `json:"rss_end_mb"`
-		GoHeapMB        float64 `json:"go_heap_mb"`
-		PerGatewayMB    float64 `json:"per_gateway_mb"`
+		PeakRSSMB            float64 `json:"peak_rss_mb"`           // the process's high-water mark
+		RSSAfterStartMB      float64 `json:"rss_settled_mb"`        // after settle, GC and returning free pages
+		RSSEndMB             float64 `json:"rss_end_mb"`            // after the measured phase
+		GoHeapMB             float64 `json:"go_heap_in_use_mb"`     // at the end
+		PerGatewayMB         float64 `json:"rss_per_node_mb"`       // settled RSS over the empty process, per node
+		LiveHeapPerGatewayMB float64 `json:"live_heap_per_node_mb"` // live Go heap after settle, per node
+		GoroutinesPerGateway float64 `json:"goroutines_per_node"`
 	} `json:"memory"`
 	CPU struct {
 		CoresUsed        float64 `json:"cores_used"`         // average over the measured phase
@@ -211,7 +214,7 @@ func SummaryTable(s *Summary) report.Table {
 		{"DHT check", fmt.Sprintf("found from %d of %d gateways (provide %.2f s, lookup p50 %v s)", s.DHT.Found, s.DHT.Lookups, s.DHT.ProvideSeconds, fmtAny(s.DHT.LookupSecondsP50))},
 		{"handshakes", fmt.Sprintf("%.0f completed and %.0f failed dials at start-up; %.0f / %.0f over the run (faults included)", s.Handshakes.Startup.Completed, s.Handshakes.Startup.Failed, s.Handshakes.Total.Completed, s.Handshakes.Total.Failed)},
 		{"lateness p50/p99/max", fmt.Sprintf("scheduler %.2f/%.2f/%.2f ms, delivery %.2f/%.2f/%.2f ms", s.Lateness.Scheduler.P50, s.Lateness.Scheduler.P99, s.Lateness.Scheduler.Max, s.Lateness.Reader.P50, s.Lateness.Reader.P99, s.Lateness.Reader.Max)},
-		{"memory", fmt.Sprintf("RSS %.0f MB after start-up (%.2f MB per node), Go heap %.0f MB", s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.GoHeapMB)},
+		{"memory", fmt.Sprintf("peak RSS %.0f MB; settled %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run, %.2f during start-up", s.CPU.CoresUsed, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}

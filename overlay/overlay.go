@@ -15,6 +15,7 @@ import (
 	connmgrIface "github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -292,26 +293,60 @@ func (o *Overlay) Serve(ctx context.Context) error {
 }
 
 // bootstrapLoop dials the bootstrap peers until the node has neighbours, and again whenever
-// it loses them all (a gateway that was offline must rejoin on its own).
+// it loses them all (a gateway that was offline must rejoin on its own). Once joined, it
+// keeps at least minNeighbours() connections: trimming is symmetric, so a node can lose
+// connections to other nodes' watermarks and end up isolated without this.
 func (o *Overlay) bootstrapLoop(ctx context.Context) {
 	backoff := time.Second
 	for {
-		if len(o.host.Network().Peers()) == 0 && len(o.cfg.Bootstrap) > 0 {
+		switch n := len(o.host.Network().Peers()); {
+		case n == 0 && len(o.cfg.Bootstrap) > 0:
 			if o.connectBootstrap(ctx) > 0 {
 				backoff = time.Second
+				// Bootstrap refreshes the routing table now rather than at the next period.
 				if err := o.dht.Bootstrap(ctx); err != nil && ctx.Err() == nil {
 					o.log.Warn("DHT bootstrap", "err", err)
 				}
-				// A refresh fills the routing table now rather than at the next period.
-				o.dht.RefreshRoutingTable()
 			} else {
 				backoff = min(2*backoff, time.Minute)
 			}
+		case n > 0 && n < o.minNeighbours():
+			o.topUpNeighbours(ctx, o.minNeighbours()-n)
+			backoff = 5 * time.Second
+		default:
+			backoff = 5 * time.Second
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(backoff):
+		}
+	}
+}
+
+// minNeighbours is half the low watermark (at least 4, at most 8): enough for the DHT and
+// gossip to stay healthy, well below what trimming aims at.
+func (o *Overlay) minNeighbours() int { return min(max(o.cfg.ConnLow/2, 4), 8) }
+
+// topUpNeighbours dials up to want routing-table peers we are not connected to, nearest
+// (by labels) first.
+func (o *Overlay) topUpNeighbours(ctx context.Context, want int) {
+	var cands []PeerInfo
+	for _, id := range o.dht.RoutingTable().ListPeers() {
+		if o.host.Network().Connectedness(id) != network.Connected {
+			cands = append(cands, o.prox.info(id))
+		}
+	}
+	slices.SortFunc(cands, Closer)
+	for _, c := range cands {
+		if want == 0 {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := o.host.Connect(cctx, peer.AddrInfo{ID: c.ID})
+		cancel()
+		if err == nil {
+			want--
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-multihash"
@@ -207,4 +208,37 @@ func goleakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/tcpreuse.(*reuseListener).run"),
 		goleak.IgnoreCurrent(),
 	}
+}
+
+// TestKeepsMinimumNeighbours: a node that lost all but one connection (other nodes'
+// trimming is symmetric) dials routing-table peers until it has a few again.
+func TestKeepsMinimumNeighbours(t *testing.T) {
+	checkLeaks(t)
+	seed := startNode(t, overlay.Config{})
+	var nodes []*overlay.Overlay
+	for range 8 {
+		nodes = append(nodes, startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: 8, ConnHigh: 16}))
+	}
+	lonely := nodes[0]
+	eventually(t, 20*time.Second, "routing table", func() bool { return lonely.RoutingTableSize() >= 6 })
+	time.Sleep(5 * time.Second) // let start-up lookups finish: they would redial on their own
+	for _, p := range lonely.Host().Network().Peers() {
+		if p != seed.ID() {
+			_ = lonely.Host().Network().ClosePeer(p)
+		}
+	}
+	if n := len(lonely.Host().Network().Peers()); n > 2 {
+		t.Fatalf("still %d peers after closing", n)
+	}
+	// The node itself dials: counting outbound connections excludes peers that came back
+	// on their own.
+	eventually(t, 20*time.Second, "4 neighbours, 3 dialled by the node", func() bool {
+		out := 0
+		for _, c := range lonely.Host().Network().Conns() {
+			if c.Stat().Direction == network.DirOutbound && c.RemotePeer() != seed.ID() {
+				out++
+			}
+		}
+		return len(lonely.Host().Network().Peers()) >= 4 && out >= 3
+	})
 }
