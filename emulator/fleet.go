@@ -75,7 +75,7 @@ func (f *Fleet) siteDelay(a, b string) time.Duration {
 }
 
 // newFleet lays out the virtual network and the gateways' data directories; no node runs yet.
-func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger) (*Fleet, error) {
+func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger) (_ *Fleet, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -107,16 +107,19 @@ func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger
 		}
 		return g, nil
 	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
 	for _, spec := range t.bootstrap {
 		g, err := add(spec)
 		if err != nil {
-			f.Close()
 			return nil, err
 		}
 		f.Bootstrap = append(f.Bootstrap, g)
 		id, err := identityID(g.dataDir)
 		if err != nil {
-			f.Close()
 			return nil, err
 		}
 		f.bootAddrs = append(f.bootAddrs, fmt.Sprintf("/ip4/%s/udp/4001/quic-v1/p2p/%s", spec.IP, id))
@@ -124,7 +127,6 @@ func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger
 	for _, spec := range t.gateways {
 		g, err := add(spec)
 		if err != nil {
-			f.Close()
 			return nil, err
 		}
 		f.Gateways = append(f.Gateways, g)

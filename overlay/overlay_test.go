@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -241,4 +242,47 @@ func TestKeepsMinimumNeighbours(t *testing.T) {
 		}
 		return len(lonely.Host().Network().Peers()) >= 4 && out >= 3
 	})
+}
+
+// TestFleetEventsGossip: an event published on the fleet topic by one gateway reaches the
+// others over GossipSub.
+func TestFleetEventsGossip(t *testing.T) {
+	checkLeaks(t)
+	seed := startNode(t, overlay.Config{})
+	nodes := []*overlay.Overlay{seed}
+	for range 3 {
+		nodes = append(nodes, startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}}))
+	}
+	var subs []*pubsub.Subscription
+	for _, o := range nodes {
+		topic, err := o.Topic(overlay.FleetTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := topic.Subscribe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sub.Cancel)
+		subs = append(subs, sub)
+	}
+	eventually(t, 20*time.Second, "the publisher to see every subscriber", func() bool {
+		topic, _ := nodes[3].Topic(overlay.FleetTopic)
+		return len(topic.ListPeers()) >= 3
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	topic, _ := nodes[3].Topic(overlay.FleetTopic)
+	if err := topic.Publish(ctx, []byte("firmware 1.2 rolled out")); err != nil {
+		t.Fatal(err)
+	}
+	for i, sub := range subs[:3] {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		if string(msg.Data) != "firmware 1.2 rolled out" || msg.GetFrom() != nodes[3].ID() {
+			t.Fatalf("node %d got %q from %s", i, msg.Data, msg.GetFrom())
+		}
+	}
 }

@@ -40,8 +40,6 @@ func listen(t testing.TB, h *Host, port int) *Conn {
 	return pc.(*Conn)
 }
 
-func addrOf(c *Conn) *net.UDPAddr { return c.src }
-
 // readTimeout reads one packet or fails after d.
 func readTimeout(t testing.TB, c *Conn, d time.Duration) ([]byte, net.Addr, error) {
 	t.Helper()
