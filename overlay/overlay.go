@@ -459,11 +459,8 @@ func (o *Overlay) Close() error {
 		if o.prox != nil {
 			o.prox.close()
 		}
-		o.topicsMu.Lock()
-		for _, t := range o.topics {
-			errs = append(errs, t.Close())
-		}
-		o.topicsMu.Unlock()
+		// Topics need no closing: their subscriptions end with pubsub's context below, and
+		// Topic.Close refuses while an app still holds a subscription.
 		if o.dht != nil {
 			errs = append(errs, o.dht.Close())
 		}

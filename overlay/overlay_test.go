@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,6 +212,79 @@ func goleakOptions() []goleak.Option {
 	}
 }
 
+// TestFleetEventsGossip: an event published on the fleet topic by one gateway reaches the
+// others over GossipSub.
+func TestFleetEventsGossip(t *testing.T) {
+	checkLeaks(t)
+	quic := []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")}
+	seed := startNode(t, overlay.Config{ListenAddrs: quic})
+	nodes := []*overlay.Overlay{seed}
+	for range 3 {
+		nodes = append(nodes, startNode(t, overlay.Config{ListenAddrs: quic, Bootstrap: []peer.AddrInfo{addrInfo(seed)}}))
+	}
+	var subs []*pubsub.Subscription
+	for _, o := range nodes {
+		topic, err := o.Topic(overlay.FleetTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := topic.Subscribe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sub.Cancel)
+		subs = append(subs, sub)
+	}
+	eventually(t, 20*time.Second, "every node to see every other subscriber", func() bool {
+		for _, o := range nodes {
+			if len(mustTopic(o).ListPeers()) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	topic, _ := nodes[3].Topic(overlay.FleetTopic)
+	// GossipSub is best effort: a message sent before the publisher's streams to its peers
+	// are up is lost, not retried. Fleet events are state announcements, repeated until
+	// they are seen, as a gateway would.
+	pubCtx, stopPublishing := context.WithCancel(ctx)
+	var publisher sync.WaitGroup
+	publisher.Go(func() {
+		for pubCtx.Err() == nil {
+			_ = topic.Publish(pubCtx, []byte("firmware 1.2 rolled out"))
+			sleepCtx(pubCtx, 500*time.Millisecond)
+		}
+	})
+	defer publisher.Wait()
+	defer stopPublishing()
+	// Every subscriber, the publisher included, waits on its own.
+	got := make([]error, len(subs))
+	var wg sync.WaitGroup
+	for i, sub := range subs {
+		wg.Go(func() {
+			msg, err := sub.Next(ctx)
+			switch {
+			case err != nil:
+				got[i] = err
+			case string(msg.Data) != "firmware 1.2 rolled out" || msg.GetFrom() != nodes[3].ID():
+				got[i] = fmt.Errorf("got %q from %s", msg.Data, msg.GetFrom())
+			}
+		})
+	}
+	wg.Wait()
+	var failed []string
+	for i, err := range got {
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("node %d: %v", i, err))
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("event not delivered: %v", failed)
+	}
+}
+
 // TestKeepsMinimumNeighbours: a node that lost all but one connection (other nodes'
 // trimming is symmetric) dials routing-table peers until it has a few again.
 func TestKeepsMinimumNeighbours(t *testing.T) {
@@ -244,45 +318,17 @@ func TestKeepsMinimumNeighbours(t *testing.T) {
 	})
 }
 
-// TestFleetEventsGossip: an event published on the fleet topic by one gateway reaches the
-// others over GossipSub.
-func TestFleetEventsGossip(t *testing.T) {
-	checkLeaks(t)
-	seed := startNode(t, overlay.Config{})
-	nodes := []*overlay.Overlay{seed}
-	for range 3 {
-		nodes = append(nodes, startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}}))
+func mustTopic(o *overlay.Overlay) *pubsub.Topic {
+	t, err := o.Topic(overlay.FleetTopic)
+	if err != nil {
+		panic(err)
 	}
-	var subs []*pubsub.Subscription
-	for _, o := range nodes {
-		topic, err := o.Topic(overlay.FleetTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sub, err := topic.Subscribe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(sub.Cancel)
-		subs = append(subs, sub)
-	}
-	eventually(t, 20*time.Second, "the publisher to see every subscriber", func() bool {
-		topic, _ := nodes[3].Topic(overlay.FleetTopic)
-		return len(topic.ListPeers()) >= 3
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	topic, _ := nodes[3].Topic(overlay.FleetTopic)
-	if err := topic.Publish(ctx, []byte("firmware 1.2 rolled out")); err != nil {
-		t.Fatal(err)
-	}
-	for i, sub := range subs[:3] {
-		msg, err := sub.Next(ctx)
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		if string(msg.Data) != "firmware 1.2 rolled out" || msg.GetFrom() != nodes[3].ID() {
-			t.Fatalf("node %d got %q from %s", i, msg.Data, msg.GetFrom())
-		}
+	return t
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
 	}
 }
