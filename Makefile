@@ -18,7 +18,7 @@ build:
 
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -p 1 -timeout 15m $(PKGS)
 
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
