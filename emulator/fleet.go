@@ -269,17 +269,27 @@ func (f *Fleet) Close() error {
 // startPaced starts gateways at up to rate per second. Every second it looks at how late
 // the network ran; while the p99 is above limit it holds further starts back, so that the
 // burst of handshakes and DHT refreshes of new nodes cannot starve the ones already up.
-func (f *Fleet) startPaced(ctx context.Context, gws []*Gateway, rate float64, limit time.Duration, progress func(started int, held bool)) error {
+// If it has to hold for stallAfter in a row, the machine cannot run this fleet validly and
+// it gives up with an error saying how far it got.
+func (f *Fleet) startPaced(ctx context.Context, gws []*Gateway, rate float64, limit, stallAfter time.Duration, progress func(started int, held bool)) error {
 	interval := time.Duration(float64(time.Second) / rate)
 	next, check := time.Now(), time.Now().Add(time.Second)
-	held := false
+	held, heldSince := false, time.Time{}
 	for i := 0; i < len(gws); {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if time.Now().After(check) {
 			sched, reader := f.Net.TakeLateness()
-			held = max(sched.P99, reader.P99) > limit
+			p99 := max(sched.P99, reader.P99)
+			wasHeld := held
+			held = p99 > limit
+			switch {
+			case held && !wasHeld:
+				heldSince = time.Now()
+			case held && time.Since(heldSince) > stallAfter:
+				return fmt.Errorf("start-up stalled at %d of %d gateways: the emulator's timing error stayed above %s (p99 %s) for %s; this machine cannot run this fleet validly", i, len(gws), limit, p99.Round(time.Millisecond), stallAfter)
+			}
 			check = time.Now().Add(time.Second)
 		}
 		if !held {

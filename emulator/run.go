@@ -142,7 +142,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		}
 	}
 	limit := r.sc.Validity.MaxLatenessP99
-	err := r.fleet.startPaced(ctx, r.fleet.Gateways, r.sc.StartupRate, limit, func(n int, held bool) {
+	err := r.fleet.startPaced(ctx, r.fleet.Gateways, r.sc.StartupRate, limit, 3*time.Minute, func(n int, held bool) {
 		state := ""
 		if held {
 			state = "  (holding: CPU busy)"
