@@ -153,6 +153,18 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	sum.StartupSeconds = time.Since(t0).Seconds()
+	// Memory the fleet needs once started: after a GC that also returns free pages to the
+	// OS, so that the start-up peak (reported apart) does not count. Done before settling,
+	// so that the pause and the page faults that follow it are not measured.
+	nodes := float64(len(r.fleet.Gateways) + len(r.fleet.Bootstrap))
+	sum.Memory.PeakRSSMB = procStatusMB("VmHWM:")
+	debug.FreeOSMemory()
+	var msSettled runtime.MemStats
+	runtime.ReadMemStats(&msSettled)
+	sum.Memory.RSSAfterStartMB = rssMB()
+	sum.Memory.PerGatewayMB = (sum.Memory.RSSAfterStartMB - rss0) / nodes
+	sum.Memory.LiveHeapPerGatewayMB = float64(msSettled.HeapAlloc) / (1 << 20) / nodes
+	sum.Memory.GoroutinesPerGateway = float64(runtime.NumGoroutine()) / nodes
 	// Settle for at least Settle, then until three seconds in a row ran on time (at most a
 	// minute more): measuring while start-up still echoes would only measure start-up.
 	settleStart, calm := time.Now(), 0
@@ -182,17 +194,6 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 			return nil, fmt.Errorf("heap profile: %w", err)
 		}
 	}
-	// Memory the settled fleet needs: after a GC that also returns free pages to the OS, so
-	// that the start-up peak (reported apart) does not count.
-	nodes := float64(len(r.fleet.Gateways) + len(r.fleet.Bootstrap))
-	sum.Memory.PeakRSSMB = procStatusMB("VmHWM:")
-	debug.FreeOSMemory()
-	var msSettled runtime.MemStats
-	runtime.ReadMemStats(&msSettled)
-	sum.Memory.RSSAfterStartMB = rssMB()
-	sum.Memory.PerGatewayMB = (sum.Memory.RSSAfterStartMB - rss0) / nodes
-	sum.Memory.LiveHeapPerGatewayMB = float64(msSettled.HeapAlloc) / (1 << 20) / nodes
-	sum.Memory.GoroutinesPerGateway = float64(runtime.NumGoroutine()) / nodes
 	sum.Handshakes.Startup = r.handshakes()
 
 	// Measured phase.
