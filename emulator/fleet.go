@@ -31,7 +31,6 @@ type Gateway struct {
 	node   *node.Node
 	cancel context.CancelFunc
 	done   chan struct{}
-	starts int
 }
 
 // Node is the running node, nil while the gateway is down.
@@ -57,7 +56,6 @@ type Fleet struct {
 	scenario  *Scenario
 	log       *slog.Logger
 	libp2pReg *prometheus.Registry
-	dir       string
 	onStart   []func(*Gateway) // workloads register their protocols on every (re)start
 	bootAddrs []string
 	delays    map[[2]string]time.Duration
@@ -84,28 +82,26 @@ func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger
 		scenario:  s,
 		log:       log,
 		libp2pReg: prometheus.NewRegistry(),
-		dir:       dir,
 		delays:    t.delays,
 	}
 	for pair, d := range t.delays {
 		f.Net.SetSiteDelay(pair[0], pair[1], d)
 	}
 	keys := rand.New(rand.NewPCG(uint64(seed), 0x6e616e6f6463)) // identities: fixed by the seed
-	add := func(spec gatewaySpec) (*Gateway, error) {
+	// add places a gateway on the network and writes its identity; it returns the peer ID.
+	add := func(spec gatewaySpec) (*Gateway, string, error) {
 		p := s.Profiles[spec.Profile]
 		h, err := f.Net.AddHost(vnet.HostConfig{IP: spec.IP, Site: spec.AccessNode, Up: p.Up.vnet(), Down: p.Down.vnet()})
 		if err != nil {
-			return nil, fmt.Errorf("gateway %s: %w", spec.Name, err)
+			return nil, "", fmt.Errorf("gateway %s: %w", spec.Name, err)
 		}
 		g := &Gateway{gatewaySpec: spec, Host: h, dataDir: filepath.Join(dir, spec.Name)}
 		var seed [ed25519.SeedSize]byte
 		for i := range seed {
 			seed[i] = byte(keys.Uint32())
 		}
-		if err := writeIdentity(g.dataDir, seed[:]); err != nil {
-			return nil, err
-		}
-		return g, nil
+		id, err := writeIdentity(g.dataDir, seed[:])
+		return g, id, err
 	}
 	defer func() {
 		if err != nil {
@@ -113,19 +109,15 @@ func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger
 		}
 	}()
 	for _, spec := range t.bootstrap {
-		g, err := add(spec)
+		g, id, err := add(spec)
 		if err != nil {
 			return nil, err
 		}
 		f.Bootstrap = append(f.Bootstrap, g)
-		id, err := identityID(g.dataDir)
-		if err != nil {
-			return nil, err
-		}
 		f.bootAddrs = append(f.bootAddrs, fmt.Sprintf("/ip4/%s/udp/4001/quic-v1/p2p/%s", spec.IP, id))
 	}
 	for _, spec := range t.gateways {
-		g, err := add(spec)
+		g, _, err := add(spec)
 		if err != nil {
 			return nil, err
 		}
@@ -134,29 +126,25 @@ func newFleet(s *Scenario, t *topology, seed int64, dir string, log *slog.Logger
 	return f, nil
 }
 
-// writeIdentity stores a deterministic Ed25519 key where node.New will load it.
-func writeIdentity(dir string, seed []byte) error {
+// writeIdentity stores a deterministic Ed25519 key where node.New will load it and returns
+// the peer ID it gives.
+func writeIdentity(dir string, seed []byte) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return "", err
 	}
 	priv, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed))
 	if err != nil {
-		return err
+		return "", err
 	}
 	raw, err := crypto.MarshalPrivateKey(priv)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, node.IdentityFile), raw, 0o600)
-}
-
-func identityID(dir string) (string, error) {
-	priv, err := node.LoadOrCreateIdentity(filepath.Join(dir, node.IdentityFile))
 	if err != nil {
 		return "", err
 	}
 	id, err := peer.IDFromPrivateKey(priv)
-	return id.String(), err
+	if err != nil {
+		return "", err
+	}
+	return id.String(), os.WriteFile(filepath.Join(dir, node.IdentityFile), raw, 0o600)
 }
 
 // nodeConfig is the configuration every emulated gateway runs with: the production
@@ -206,7 +194,6 @@ func (f *Fleet) startNode(g *Gateway) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.node, g.cancel, g.done = n, cancel, make(chan struct{})
-	g.starts++
 	go func(done chan struct{}) {
 		defer close(done)
 		if err := n.Serve(ctx); err != nil {

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/nanodc/nanodc/node"
 )
 
 func TestBuiltinProfiles(t *testing.T) {
@@ -159,4 +163,14 @@ func FuzzParseScenario(f *testing.F) {
 		}
 		_, _ = expandFaults(s.Faults, topo, s.Duration, rand.New(rand.NewPCG(1, 2)))
 	})
+}
+
+// identityID is the peer ID of the key node.New will load from dir.
+func identityID(dir string) (string, error) {
+	priv, err := node.LoadOrCreateIdentity(filepath.Join(dir, node.IdentityFile))
+	if err != nil {
+		return "", err
+	}
+	id, err := peer.IDFromPrivateKey(priv)
+	return id.String(), err
 }

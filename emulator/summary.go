@@ -146,12 +146,10 @@ func (r *run) report(sum *Summary) report.Report {
 		Verdict:  verdict,
 		Tables:   []report.Table{SummaryTable(sum)},
 	}
-	var t []float64
 	line := func(title, ylabel string, names ...string) report.Plot {
 		p := report.Plot{Title: title, Kind: report.Line, XLabel: "time (s)", YLabel: ylabel}
 		for _, n := range names {
-			var y []float64
-			t, y = r.rec.Series(n)
+			t, y := r.rec.Series(n)
 			p.Series = append(p.Series, report.Series{Name: n[strings.IndexByte(n, '.')+1:], X: t, Y: y})
 		}
 		return p
