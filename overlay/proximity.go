@@ -232,6 +232,9 @@ func (o *Overlay) Peers() []PeerInfo {
 	return out
 }
 
+// PeerInfo is what the overlay knows about one peer, connected or not.
+func (o *Overlay) PeerInfo(id peer.ID) PeerInfo { return o.prox.info(id) }
+
 // Nearest returns up to k connected peers, nearest first, that satisfy keep (nil: all).
 func (o *Overlay) Nearest(k int, keep func(PeerInfo) bool) []PeerInfo {
 	var out []PeerInfo

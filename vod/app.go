@@ -1,0 +1,575 @@
+package vod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	alog "github.com/anacrolix/log"
+	"github.com/anacrolix/torrent"
+	"github.com/anacrolix/torrent/metainfo"
+	"github.com/anacrolix/torrent/storage"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod/catalog"
+)
+
+// Strategy selects how a gateway gets the bytes of a title.
+type Strategy string
+
+const (
+	// StrategyNanodc: nearest peers, deadline-aware origin gap filling, pushed replicas.
+	StrategyNanodc Strategy = "nanodc"
+	// StrategyBitTorrent: plain anacrolix behaviour: random peers, the origin is an ordinary
+	// webseed, no deadlines, no push. The baseline a plain swarm gives.
+	StrategyBitTorrent Strategy = "bittorrent"
+	// StrategyCDNOnly: every byte from the origin, no peers. The baseline a CDN gives.
+	StrategyCDNOnly Strategy = "cdn-only"
+)
+
+// ParseStrategy checks a strategy name.
+func ParseStrategy(s string) (Strategy, error) {
+	switch st := Strategy(s); st {
+	case StrategyNanodc, StrategyBitTorrent, StrategyCDNOnly:
+		return st, nil
+	case "":
+		return StrategyNanodc, nil
+	}
+	return "", fmt.Errorf("unknown vod strategy %q (want nanodc, bittorrent or cdn-only)", s)
+}
+
+// Options configure the app. Overlay and Dir are required.
+type Options struct {
+	Overlay *overlay.Overlay
+	// Dir holds the cache: title data, piece completion, catalog entries, pins.
+	Dir string
+	// CacheBytes is the storage quota for cached titles (pinned titles count too).
+	CacheBytes int64
+	// Providers are the peer IDs whose signed catalog entries this gateway accepts.
+	// Empty accepts any validly signed entry (a development fleet).
+	Providers []peer.ID
+	// OriginClient reaches the provider's origin; the emulator passes one that runs over the
+	// shaped virtual network. Default: a plain http.Client.
+	OriginClient *http.Client
+	Strategy     Strategy
+	// MaxPeers is how many peers per title the gateway connects to (nearest first). Default 8.
+	MaxPeers int
+	// StartupTarget is how soon after a stream starts its first bytes are due: the deadline
+	// the scheduler plans the first pieces against. Default 700 ms.
+	StartupTarget time.Duration
+	// PeerRateGuess is the upload rate assumed for a peer before one was measured. Default
+	// 1 Mbit/s (a DSL uplink).
+	PeerRateGuess float64
+	// OnOriginFetch, when set, is told about every piece fetched from the origin.
+	OnOriginFetch func(OriginFetch)
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+func (o *Options) setDefaults() error {
+	if o.Overlay == nil {
+		return errors.New("vod: Options.Overlay is required")
+	}
+	if o.Dir == "" {
+		return errors.New("vod: Options.Dir is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.OriginClient == nil {
+		o.OriginClient = &http.Client{}
+	}
+	if o.Strategy == "" {
+		o.Strategy = StrategyNanodc
+	}
+	if _, err := ParseStrategy(string(o.Strategy)); err != nil {
+		return err
+	}
+	if o.MaxPeers <= 0 {
+		o.MaxPeers = 8
+	}
+	if o.StartupTarget <= 0 {
+		o.StartupTarget = 700 * time.Millisecond
+	}
+	if o.PeerRateGuess <= 0 {
+		o.PeerRateGuess = 1e6 / 8
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = 10 << 30
+	}
+	return nil
+}
+
+// App is the VoD app of one gateway.
+type App struct {
+	opts    Options
+	log     *slog.Logger
+	ov      *overlay.Overlay
+	client  *torrent.Client
+	storage storage.ClientImplCloser
+	tr      *transport
+	origin  *originFetcher
+	metrics *metrics
+
+	mu      sync.Mutex
+	titles  map[string]*title // by CID string
+	streams map[*stream]struct{}
+	state   *stateFile
+	peers   map[peer.ID]*peerCounters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// title is one catalog entry this gateway knows, and its torrent once it is in use.
+type title struct {
+	entry *catalog.Entry
+	cid   cid.Cid
+	t     *torrent.Torrent // nil until first use
+	// pushing is set while a push fills the title completely.
+	pushing bool
+	// lastDiscovery rate-limits provider lookups.
+	lastDiscovery time.Time
+	provided      bool
+	counters      titleCounters
+
+	// guarded by fmu: gap fills in flight and the measured peer download rate.
+	fmu        sync.Mutex
+	inflightAt map[int]bool
+	rateAt     time.Time
+	rateBytes  int64
+	rate       float64
+}
+
+// New opens the cache in opts.Dir and starts the torrent client on the overlay's host.
+func New(opts Options) (_ *App, err error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"data", "titles"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("vod: cache dir: %w", err)
+		}
+	}
+	a := &App{
+		opts:    opts,
+		log:     opts.Logger,
+		ov:      opts.Overlay,
+		titles:  map[string]*title{},
+		streams: map[*stream]struct{}{},
+		peers:   map[peer.ID]*peerCounters{},
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if a.state, err = loadState(filepath.Join(opts.Dir, "state.json")); err != nil {
+		return nil, err
+	}
+	a.metrics = newMetrics(opts.Registerer, a)
+	a.origin = newOriginFetcher(opts.OriginClient, a.metrics)
+	if opts.Strategy != StrategyCDNOnly {
+		if err := a.startClient(); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.loadTitles(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) startClient() error {
+	completion, err := storage.NewBoltPieceCompletion(a.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("vod: piece completion store in %s: %w", a.opts.Dir, err)
+	}
+	a.storage = storage.NewFileOpts(storage.NewFileClientOpts{
+		ClientBaseDir: filepath.Join(a.opts.Dir, "data"),
+		// One directory per infohash: two titles may share a file name.
+		TorrentDirMaker: func(base string, _ *metainfo.Info, ih metainfo.Hash) string {
+			return filepath.Join(base, ih.HexString())
+		},
+		PieceCompletion: completion,
+		Logger:          a.log,
+	})
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.DefaultStorage = a.storage
+	cfg.DataDir = filepath.Join(a.opts.Dir, "data")
+	// Peers come from the overlay only: no BitTorrent DHT, trackers, PEX (it would spread our
+	// synthetic addresses), uTP or TCP sockets, no port forwarding.
+	cfg.NoDHT = true
+	cfg.DisableTrackers = true
+	cfg.DisablePEX = true
+	cfg.DisableUTP = true
+	cfg.DisableTCP = true
+	cfg.DisableWebtorrent = true
+	cfg.NoDefaultPortForwarding = true
+	cfg.ListenPort = 0
+	cfg.Seed = true
+	cfg.DropDuplicatePeerIds = true
+	// A gateway serves each title to many neighbours; DSL uplinks are the scarce resource,
+	// and mutually complete peers have nothing to trade.
+	cfg.DropMutuallyCompletePeers = true
+	cfg.EstablishedConnsPerTorrent = 30
+	cfg.HandshakesTimeout = 10 * time.Second
+	cfg.ExtendedHandshakeClientVersion = "nanodc"
+	cfg.HTTPUserAgent = "nanodc-vod"
+	cfg.Logger = alog.Default.WithFilterLevel(alog.Critical)
+	cfg.Slogger = slog.New(levelAtLeast{a.log.Handler(), slog.LevelError})
+	// The nanodc strategy fetches from the origin itself, only for pieces due too soon; the
+	// bittorrent baseline lets anacrolix use the origin as an ordinary webseed.
+	cfg.DisableWebseeds = a.opts.Strategy != StrategyBitTorrent
+	if rt := a.opts.OriginClient.Transport; rt != nil {
+		cfg.WebTransport = countingTransport{rt, a.origin}
+	} else {
+		cfg.WebTransport = countingTransport{http.DefaultTransport, a.origin}
+	}
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		return fmt.Errorf("vod: torrent client: %w", err)
+	}
+	a.client = cl
+	a.tr = newTransport(a.ov.Host(), a.countPeerRead)
+	a.tr.banned = a.isBanned
+	cl.AddDialer(a.tr)
+	cl.AddListener(a.tr)
+	return nil
+}
+
+// Serve runs the background work (peer discovery, deadlines, cache) until ctx ends.
+func (a *App) Serve(ctx context.Context) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	slow := time.NewTicker(2 * time.Second)
+	defer slow.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.ctx.Done():
+			return nil
+		case <-tick.C:
+			if a.opts.Strategy == StrategyNanodc {
+				a.scheduleDeadlines()
+			}
+		case <-slow.C:
+			a.discoverForActive()
+			a.enforceQuota()
+			a.sampleMetrics()
+		}
+	}
+}
+
+// Close stops streams, the torrent client (before its listener, as anacrolix requires) and
+// saves the cache state.
+func (a *App) Close() error {
+	a.cancel()
+	a.wg.Wait()
+	var errs []error
+	if a.client != nil {
+		for _, err := range a.client.Close() {
+			errs = append(errs, err)
+		}
+	}
+	if a.tr != nil {
+		a.tr.Close()
+	}
+	if a.storage != nil {
+		errs = append(errs, a.storage.Close())
+	}
+	if a.state != nil {
+		a.mu.Lock()
+		errs = append(errs, a.state.save())
+		a.mu.Unlock()
+	}
+	if a.metrics != nil {
+		a.metrics.unregister()
+	}
+	return errors.Join(errs...)
+}
+
+// Strategy reports the strategy this app runs.
+func (a *App) Strategy() Strategy { return a.opts.Strategy }
+
+// AddTitle makes a published title known to this gateway. The entry must verify and be signed
+// by one of the configured providers. Adding a known title again is not an error.
+func (a *App) AddTitle(e *catalog.Entry) error {
+	if err := e.Verify(); err != nil {
+		return fmt.Errorf("vod: title %q: %w", e.Name, err)
+	}
+	if len(a.opts.Providers) > 0 {
+		pid, err := peer.Decode(e.Provider)
+		if err != nil || !slices.Contains(a.opts.Providers, pid) {
+			return fmt.Errorf("vod: title %q: provider %s is not trusted on this gateway", e.Name, e.Provider)
+		}
+	}
+	raw, err := e.Encode()
+	if err != nil {
+		return fmt.Errorf("vod: title %q: %w", e.Name, err)
+	}
+	path := filepath.Join(a.opts.Dir, "titles", e.CID+".json")
+	if err := writeFileAtomic(path, raw); err != nil {
+		return fmt.Errorf("vod: saving title %q: %w", e.Name, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.titles[e.CID]; ok {
+		return nil
+	}
+	a.titles[e.CID] = &title{entry: e, cid: e.ContentID()}
+	return nil
+}
+
+// loadTitles reads the saved catalog entries and resumes seeding titles with cached data.
+func (a *App) loadTitles() error {
+	dir := filepath.Join(a.opts.Dir, "titles")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
+	for _, de := range ents {
+		if filepath.Ext(de.Name()) != ".json" {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, de.Name()))
+		if err != nil {
+			return fmt.Errorf("vod: %w", err)
+		}
+		e, err := catalog.Decode(raw)
+		if err != nil {
+			return fmt.Errorf("vod: cached title %s: %w", filepath.Join(dir, de.Name()), err)
+		}
+		a.titles[e.CID] = &title{entry: e, cid: e.ContentID()}
+	}
+	if a.client == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for c, ti := range a.titles {
+		if st := a.state.Titles[c]; st != nil && (st.Pinned || st.Plays > 0) {
+			if _, err := a.torrentLocked(ti); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Titles lists the titles this gateway knows.
+func (a *App) Titles() []*catalog.Entry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*catalog.Entry, 0, len(a.titles))
+	for _, ti := range a.titles {
+		out = append(out, ti.entry)
+	}
+	slices.SortFunc(out, func(x, y *catalog.Entry) int { return cmpString(x.Name, y.Name) })
+	return out
+}
+
+// lookup finds a title by CID, infohash or name.
+func (a *App) lookup(ref string) (*title, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ti, ok := a.titles[ref]; ok {
+		return ti, true
+	}
+	for _, ti := range a.titles {
+		if ti.entry.InfoHash == ref || ti.entry.Name == ref {
+			return ti, true
+		}
+	}
+	return nil, false
+}
+
+// torrentLocked returns the title's torrent, adding it to the client on first use and
+// announcing it in the DHT so other gateways find this one as a peer.
+func (a *App) torrentLocked(ti *title) (*torrent.Torrent, error) {
+	if ti.t != nil {
+		return ti.t, nil
+	}
+	mi, err := ti.entry.MetaInfo()
+	if err != nil {
+		return nil, fmt.Errorf("vod: title %q: %w", ti.entry.Name, err)
+	}
+	spec, err := torrent.TorrentSpecFromMetaInfoErr(mi)
+	if err != nil {
+		return nil, fmt.Errorf("vod: title %q: %w", ti.entry.Name, err)
+	}
+	if a.opts.Strategy != StrategyBitTorrent {
+		spec.Webseeds = nil
+	}
+	spec.Trackers = nil
+	t, _, err := a.client.AddTorrentSpec(spec)
+	if err != nil {
+		return nil, fmt.Errorf("vod: title %q: %w", ti.entry.Name, err)
+	}
+	ti.t = t
+	a.wg.Go(func() { a.provide(ti) })
+	return t, nil
+}
+
+// provide announces the title in the DHT (retrying while the overlay is not routable yet).
+func (a *App) provide(ti *title) {
+	for attempt := 0; attempt < 5; attempt++ {
+		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+		err := a.ov.Provide(ctx, ti.cid)
+		cancel()
+		if err == nil {
+			a.mu.Lock()
+			ti.provided = true
+			a.mu.Unlock()
+			return
+		}
+		if a.ctx.Err() != nil {
+			return
+		}
+		a.log.Debug("vod: provide", "title", ti.entry.Name, "err", err)
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
+	}
+}
+
+// discover adds peers that hold the title: the nearest ones for nanodc, a random sample for
+// the bittorrent baseline (a tracker hands out random peers).
+func (a *App) discover(ti *title) {
+	a.mu.Lock()
+	t := ti.t
+	if t == nil || time.Since(ti.lastDiscovery) < 3*time.Second {
+		a.mu.Unlock()
+		return
+	}
+	ti.lastDiscovery = time.Now()
+	a.mu.Unlock()
+	a.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+		defer cancel()
+		var found []overlay.PeerInfo
+		var err error
+		if a.opts.Strategy == StrategyNanodc {
+			found, err = a.ov.NearestProviders(ctx, ti.cid, a.opts.MaxPeers)
+		} else {
+			found, err = a.ov.FindProviders(ctx, ti.cid, 50)
+			rand.Shuffle(len(found), func(i, j int) { found[i], found[j] = found[j], found[i] })
+			found = found[:min(len(found), a.opts.MaxPeers)]
+		}
+		if err != nil {
+			a.log.Debug("vod: find providers", "title", ti.entry.Name, "err", err)
+			return
+		}
+		a.addPeers(t, found)
+	})
+}
+
+func (a *App) addPeers(t *torrent.Torrent, found []overlay.PeerInfo) {
+	peers := make([]torrent.PeerInfo, 0, len(found))
+	for _, p := range found {
+		if p.ID == a.ov.ID() || a.isBanned(syntheticAddr(p.ID).Addr()) {
+			continue
+		}
+		peers = append(peers, torrent.PeerInfo{Addr: a.tr.addrOf(p.ID), Source: "nanodc-overlay"})
+	}
+	if len(peers) > 0 {
+		t.AddPeers(peers)
+	}
+}
+
+// discoverForActive looks for more peers for titles being streamed or pushed that have fewer
+// connected peers than wanted.
+func (a *App) discoverForActive() {
+	if a.client == nil {
+		return
+	}
+	a.mu.Lock()
+	var want []*title
+	for s := range a.streams {
+		if !slices.Contains(want, s.title) {
+			want = append(want, s.title)
+		}
+	}
+	for _, ti := range a.titles {
+		if ti.pushing && !slices.Contains(want, ti) {
+			want = append(want, ti)
+		}
+	}
+	a.mu.Unlock()
+	for _, ti := range want {
+		if ti.t != nil && len(ti.t.PeerConns()) < a.opts.MaxPeers && !ti.t.Complete().Bool() {
+			a.discover(ti)
+		}
+	}
+}
+
+// countingTransport counts the body bytes anacrolix's webseed client reads from the origin.
+type countingTransport struct {
+	rt http.RoundTripper
+	of *originFetcher
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.rt.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, add: c.of.countWebseed}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	add func(int)
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.add(n)
+	}
+	return n, err
+}
+
+// levelAtLeast drops records below a level: anacrolix logs every peer event at Info.
+type levelAtLeast struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h levelAtLeast) Enabled(_ context.Context, l slog.Level) bool { return l >= h.min }
+
+func (h levelAtLeast) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelAtLeast{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h levelAtLeast) WithGroup(name string) slog.Handler {
+	return levelAtLeast{h.Handler.WithGroup(name), h.min}
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

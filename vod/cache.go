@@ -1,0 +1,248 @@
+package vod
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/nanodc/nanodc/vod/catalog"
+)
+
+// Stats are the gateway's VoD figures.
+type Stats struct {
+	Strategy Strategy `json:"strategy"`
+	// Bytes received by source: the origin (gap fills, pushes, webseed) and peers.
+	OriginBytes  int64 `json:"origin_bytes"`
+	PeerBytes    int64 `json:"peer_bytes"`
+	CrossISPPeer int64 `json:"cross_isp_peer_bytes"`
+	// Bytes uploaded to other gateways.
+	UploadedBytes int64        `json:"uploaded_bytes"`
+	CacheBytes    int64        `json:"cache_bytes"`
+	CacheQuota    int64        `json:"cache_quota_bytes"`
+	BannedPeers   int          `json:"banned_peers"`
+	Titles        []TitleStats `json:"titles"`
+}
+
+// TitleStats are one title's figures on this gateway.
+type TitleStats struct {
+	CID           string `json:"cid"`
+	Name          string `json:"name"`
+	CachedBytes   int64  `json:"cached_bytes"`
+	Pinned        bool   `json:"pinned"`
+	Plays         int    `json:"plays"`
+	Streams       int64  `json:"streams"`
+	Stalls        int64  `json:"stalls"`
+	ServedCache   int64  `json:"served_from_cache_bytes"`
+	ServedNetwork int64  `json:"served_fetched_bytes"`
+	OriginBytes   int64  `json:"origin_bytes"`
+	PeerBytes     int64  `json:"peer_bytes"`
+	UploadedBytes int64  `json:"uploaded_bytes"`
+	Peers         int    `json:"peers"`
+}
+
+// Stats returns the current figures.
+func (a *App) Stats() Stats {
+	st := Stats{Strategy: a.opts.Strategy, OriginBytes: a.origin.bytes.Load(), CacheQuota: a.opts.CacheBytes}
+	a.mu.Lock()
+	for _, pc := range a.peers {
+		st.PeerBytes += pc.bytes
+		if pc.locality == 2 {
+			st.CrossISPPeer += pc.bytes
+		}
+	}
+	titles := make([]*title, 0, len(a.titles))
+	for _, ti := range a.titles {
+		titles = append(titles, ti)
+	}
+	states := map[string]titleState{}
+	for c, s := range a.state.Titles {
+		states[c] = *s
+	}
+	a.mu.Unlock()
+	for _, ti := range titles {
+		ts := TitleStats{
+			CID: ti.entry.CID, Name: ti.entry.Name,
+			Pinned: states[ti.entry.CID].Pinned, Plays: states[ti.entry.CID].Plays,
+			Streams: ti.counters.streams.Load(), Stalls: ti.counters.stalls.Load(),
+			ServedCache: ti.counters.servedCache.Load(), ServedNetwork: ti.counters.servedNetwork.Load(),
+			OriginBytes: ti.counters.originBytes.Load(),
+		}
+		if t := ti.t; t != nil {
+			ts.CachedBytes = t.BytesCompleted()
+			s := t.Stats()
+			ts.PeerBytes = s.PeerConns.BytesReadData.Int64()
+			ts.UploadedBytes = s.PeerConns.BytesWrittenData.Int64()
+			ts.Peers = len(t.PeerConns())
+		}
+		st.CacheBytes += ts.CachedBytes
+		st.UploadedBytes += ts.UploadedBytes
+		st.Titles = append(st.Titles, ts)
+	}
+	slices.SortFunc(st.Titles, func(x, y TitleStats) int { return cmpString(x.Name, y.Name) })
+	if a.client != nil {
+		st.BannedPeers = len(a.client.BadPeerIPs())
+	}
+	return st
+}
+
+func (a *App) sampleMetrics() {
+	st := a.Stats()
+	a.metrics.uploaded.Set(float64(st.UploadedBytes))
+	a.metrics.cacheBytes.Set(float64(st.CacheBytes))
+	a.metrics.banned.Set(float64(st.BannedPeers))
+}
+
+// Push pre-places a title on this gateway ahead of demand (NaDa-style): the title is added,
+// pinned (eviction never takes it) and filled completely, from peers where they have pieces
+// and from the origin for the rest. It returns when the title is complete or ctx ends.
+func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
+	if a.client == nil {
+		return fmt.Errorf("vod: push %q: the %s strategy keeps no cache", e.Name, a.opts.Strategy)
+	}
+	if err := a.AddTitle(e); err != nil {
+		return err
+	}
+	ti, _ := a.lookup(e.CID)
+	a.mu.Lock()
+	t, err := a.torrentLocked(ti)
+	if err != nil {
+		a.mu.Unlock()
+		return err
+	}
+	st := a.state.title(e.CID)
+	st.Pinned = true
+	st.LastUsed = time.Now()
+	ti.pushing = true
+	saveErr := a.state.save()
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		ti.pushing = false
+		a.mu.Unlock()
+	}()
+	if saveErr != nil {
+		return fmt.Errorf("vod: push %q: %w", e.Name, saveErr)
+	}
+	a.enforceQuota()
+	t.DownloadAll()
+	a.discover(ti)
+	// Pieces no connected peer holds come from the origin, one at a time: a push is not
+	// urgent, and the access link is shared with the household.
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if t.Complete().Bool() {
+			return nil
+		}
+		for i := 0; i < t.NumPieces(); i++ {
+			if t.Piece(i).State().Complete || ti.inflight(i) {
+				continue
+			}
+			if a.peerETA(ti, i, i) < time.Duration(math.MaxInt64) {
+				continue
+			}
+			if ti.startInflight(i) {
+				err := a.fetchPiece(ctx, ti, i, "push")
+				ti.endInflight(i)
+				if err != nil && ctx.Err() == nil {
+					return fmt.Errorf("vod: push %q: %w", e.Name, err)
+				}
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("vod: push %q: %w", e.Name, ctx.Err())
+		case <-t.Complete().On():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Unpin lets eviction take a pushed title again.
+func (a *App) Unpin(ref string) error {
+	ti, ok := a.lookup(ref)
+	if !ok {
+		return fmt.Errorf("vod: unknown title %q", ref)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.state.title(ti.entry.CID).Pinned = false
+	return a.state.save()
+}
+
+// enforceQuota evicts whole titles until the cache fits its quota. Titles being streamed or
+// pinned stay; of the rest, the lowest score goes first, where the score is popularity (plays)
+// decayed by the time since the title was last used.
+func (a *App) enforceQuota() {
+	if a.client == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var total int64
+	type cand struct {
+		ti    *title
+		bytes int64
+		score float64
+	}
+	var cands []cand
+	busy := map[*title]bool{}
+	for s := range a.streams {
+		busy[s.title] = true
+	}
+	for c, ti := range a.titles {
+		if ti.t == nil {
+			continue
+		}
+		n := ti.t.BytesCompleted()
+		total += n
+		st := a.state.title(c)
+		if st.Pinned || busy[ti] || ti.pushing || n == 0 {
+			continue
+		}
+		age := time.Since(st.LastUsed).Hours()
+		cands = append(cands, cand{ti, n, float64(st.Plays+1) / (1 + age)})
+	}
+	if total <= a.opts.CacheBytes {
+		return
+	}
+	slices.SortFunc(cands, func(x, y cand) int {
+		switch {
+		case x.score < y.score:
+			return -1
+		case x.score > y.score:
+			return 1
+		}
+		return cmpString(x.ti.entry.Name, y.ti.entry.Name)
+	})
+	for _, c := range cands {
+		if total <= a.opts.CacheBytes {
+			break
+		}
+		a.evictLocked(c.ti)
+		total -= c.bytes
+		a.log.Info("vod: evicted", "title", c.ti.entry.Name, "bytes", c.bytes)
+	}
+}
+
+// evictLocked drops a title's torrent and its data; the catalog entry stays, so it can be
+// streamed (and cached) again.
+func (a *App) evictLocked(ti *title) {
+	t := ti.t
+	for i := 0; i < t.NumPieces(); i++ {
+		_ = t.Piece(i).Storage().MarkNotComplete()
+	}
+	t.Drop()
+	ti.t = nil
+	ti.provided = false
+	_ = os.RemoveAll(filepath.Join(a.opts.Dir, "data", t.InfoHash().HexString()))
+	st := a.state.title(ti.entry.CID)
+	st.Plays = 0
+	_ = a.state.save()
+}

@@ -1,0 +1,181 @@
+package vod
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+)
+
+const (
+	// horizon is how far ahead of a player the scheduler looks.
+	horizon = 10 * time.Second
+	// guard is the margin the scheduler keeps between "the origin could still make it" and
+	// the deadline: the tick period plus timer and queueing noise.
+	guard = 250 * time.Millisecond
+	// maxOriginPerTitle bounds concurrent gap fills per title: the access link is shared with
+	// the peers that are already delivering.
+	maxOriginPerTitle = 3
+)
+
+// OriginFetch describes one gap fill, for observers (the emulator checks whether any gateway
+// could have supplied the piece instead).
+type OriginFetch struct {
+	CID    string
+	Piece  int
+	Bytes  int64
+	Reason string // "deadline" or "push"
+}
+
+// scheduleDeadlines runs every tick for the nanodc strategy: for each stream, the pieces due
+// within the horizon that are missing, that the origin can still deliver in time, and that
+// the connected peers will not, are fetched from the origin.
+func (a *App) scheduleDeadlines() {
+	now := time.Now()
+	a.mu.Lock()
+	streams := make([]*stream, 0, len(a.streams))
+	for s := range a.streams {
+		streams = append(streams, s)
+	}
+	a.mu.Unlock()
+	seen := map[*title]bool{}
+	for _, s := range streams {
+		ti := s.title
+		if ti.t == nil || ti.t.Info() == nil {
+			continue
+		}
+		if !seen[ti] {
+			seen[ti] = true
+			ti.samplePeerRate(now)
+		}
+		a.scheduleStream(s, now)
+	}
+}
+
+func (a *App) scheduleStream(s *stream, now time.Time) {
+	ti := s.title
+	t := ti.t
+	plen := ti.entry.PieceLength
+	pos := s.position()
+	first := int(pos / plen)
+	for i := first; i < t.NumPieces(); i++ {
+		off := max(int64(i)*plen, pos)
+		slack := s.deadline(off).Sub(now)
+		if slack > horizon {
+			break
+		}
+		if t.Piece(i).State().Complete || ti.inflight(i) {
+			continue
+		}
+		size := pieceSize(ti, i)
+		need := a.origin.estimate(size) + guard
+		if slack > need {
+			// The origin can still wait; later pieces have later deadlines.
+			break
+		}
+		if a.peerETA(ti, first, i) < slack-guard/2 {
+			continue
+		}
+		if ti.originInflight() >= maxOriginPerTitle {
+			break
+		}
+		a.fillFromOrigin(ti, i, "deadline")
+	}
+}
+
+// peerETA estimates when the connected peers will have completed piece `to`, pieces from
+// `from` on being fetched first (the reader's priorities make them so).
+func (a *App) peerETA(ti *title, from, to int) time.Duration {
+	t := ti.t
+	holders := 0
+	for _, pc := range t.PeerConns() {
+		if pc.PeerPieces().Contains(uint32(to)) {
+			holders++
+		}
+	}
+	if holders == 0 {
+		return time.Duration(math.MaxInt64)
+	}
+	var missing int64
+	for j := from; j <= to; j++ {
+		if !ti.inflight(j) {
+			missing += t.PieceBytesMissing(j)
+		}
+	}
+	rate := max(ti.peerRate(), float64(holders)*a.opts.PeerRateGuess*0.5)
+	return time.Duration(float64(missing) / rate * float64(time.Second))
+}
+
+func pieceSize(ti *title, i int) int64 {
+	plen := ti.entry.PieceLength
+	return min(plen, ti.entry.Size-int64(i)*plen)
+}
+
+// fillFromOrigin fetches piece i from the origin in the background, writes it into the
+// torrent's storage and has anacrolix hash-check it: a piece from the origin is verified like
+// any other before a player or a peer sees it.
+func (a *App) fillFromOrigin(ti *title, i int, reason string) {
+	if !ti.startInflight(i) {
+		return
+	}
+	a.wg.Go(func() {
+		defer ti.endInflight(i)
+		if err := a.fetchPiece(a.ctx, ti, i, reason); err != nil && a.ctx.Err() == nil {
+			a.log.Warn("vod: origin gap fill", "title", ti.entry.Name, "piece", i, "err", err)
+			a.metrics.originErrors.Inc()
+		}
+	})
+}
+
+func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string) error {
+	t := ti.t
+	size := pieceSize(ti, i)
+	if hook := a.opts.OnOriginFetch; hook != nil {
+		hook(OriginFetch{CID: ti.entry.CID, Piece: i, Bytes: size, Reason: reason})
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	data, err := a.origin.fetchRange(ctx, ti.entry.Origin, int64(i)*ti.entry.PieceLength, size)
+	a.metrics.originFetches.WithLabelValues(reason).Inc()
+	ti.counters.originBytes.Add(int64(len(data)))
+	if err != nil {
+		return err
+	}
+	p := t.Piece(i)
+	if p.State().Complete {
+		return nil // a peer was faster after all
+	}
+	if _, err := p.Storage().WriteAt(data, 0); err != nil {
+		return fmt.Errorf("writing piece %d: %w", i, err)
+	}
+	if err := p.VerifyDataContext(ctx); err != nil {
+		return fmt.Errorf("verifying piece %d: %w", i, err)
+	}
+	// VerifyData returns before the verdict is recorded: wait for the piece state to settle.
+	for {
+		st := p.State()
+		switch {
+		case st.Complete:
+			return nil
+		case !st.Checking && !st.Marking:
+			return fmt.Errorf("piece %d from the origin failed its hash check", i)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("verifying piece %d: %w", i, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// HasPiece tells whether this gateway holds a verified copy of a title's piece.
+func (a *App) HasPiece(cid string, i int) bool {
+	a.mu.Lock()
+	ti := a.titles[cid]
+	a.mu.Unlock()
+	if ti == nil || ti.t == nil || ti.t.Info() == nil || i >= ti.t.NumPieces() {
+		return false
+	}
+	return ti.t.Piece(i).State().Complete
+}

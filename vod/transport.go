@@ -1,0 +1,186 @@
+package vod
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// PeerProtocol carries BitTorrent peer-wire connections between gateways over libp2p streams.
+const PeerProtocol protocol.ID = "/nanodc/vod/bt/1.0.0"
+
+// anacrolix's network names must not contain "tcp", "udp", "4" or "6": it derives IP-version and
+// transport behaviour from those substrings.
+const p2pNetwork = "p2p"
+
+// peerAddr names a libp2p peer for anacrolix. anacrolix only bans (smart ban after a failed hash
+// check) peers whose address parses as IP:port, so every peer ID maps to a stable synthetic
+// address in the IPv6 ULA range: 120 bits of the peer ID's hash make collisions negligible.
+type peerAddr struct {
+	id peer.ID
+	ap netip.AddrPort
+}
+
+func (a peerAddr) Network() string { return p2pNetwork }
+func (a peerAddr) String() string  { return a.ap.String() }
+
+func syntheticAddr(id peer.ID) netip.AddrPort {
+	sum := sha256.Sum256([]byte(id))
+	var b [16]byte
+	b[0] = 0xfd
+	copy(b[1:], sum[:15])
+	return netip.AddrPortFrom(netip.AddrFrom16(b), 1)
+}
+
+// transport lets an anacrolix client dial and accept peer-wire connections as libp2p streams.
+// It remembers which synthetic address stands for which peer, counts the bytes each remote peer
+// sent us, and refuses peers that anacrolix banned.
+type transport struct {
+	host   host.Host
+	self   peerAddr
+	banned func(netip.Addr) bool
+	onRead func(id peer.ID, n int)
+
+	mu     sync.Mutex
+	byAddr map[netip.Addr]peer.ID
+
+	accept    chan net.Conn
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newTransport(h host.Host, onRead func(peer.ID, int)) *transport {
+	t := &transport{
+		host:   h,
+		self:   peerAddr{id: h.ID(), ap: syntheticAddr(h.ID())},
+		banned: func(netip.Addr) bool { return false },
+		onRead: onRead,
+		byAddr: map[netip.Addr]peer.ID{},
+		accept: make(chan net.Conn),
+		closed: make(chan struct{}),
+	}
+	h.SetStreamHandler(PeerProtocol, t.handleStream)
+	return t
+}
+
+// addrOf returns the address anacrolix should use for id, remembering the mapping.
+func (t *transport) addrOf(id peer.ID) peerAddr {
+	a := peerAddr{id: id, ap: syntheticAddr(id)}
+	t.mu.Lock()
+	t.byAddr[a.ap.Addr()] = id
+	t.mu.Unlock()
+	return a
+}
+
+func (t *transport) peerOf(addr string) (peer.ID, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("vod transport: %q is not a peer address", addr)
+	}
+	t.mu.Lock()
+	id, ok := t.byAddr[ap.Addr()]
+	t.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("vod transport: no peer known at %s", addr)
+	}
+	return id, nil
+}
+
+// Dial implements anacrolix's dialer.T.
+func (t *transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	id, err := t.peerOf(addr)
+	if err != nil {
+		return nil, err
+	}
+	s, err := t.host.NewStream(ctx, id, PeerProtocol)
+	if err != nil {
+		return nil, fmt.Errorf("vod transport: stream to %s: %w", id, err)
+	}
+	return t.wrap(s), nil
+}
+
+// DialerNetwork implements anacrolix's dialer.T.
+func (t *transport) DialerNetwork() string { return p2pNetwork }
+
+func (t *transport) handleStream(s network.Stream) {
+	remote := t.addrOf(s.Conn().RemotePeer())
+	if t.banned(remote.ap.Addr()) {
+		_ = s.Reset()
+		return
+	}
+	select {
+	case t.accept <- t.wrap(s):
+	case <-t.closed:
+		_ = s.Reset()
+	case <-time.After(10 * time.Second):
+		_ = s.Reset()
+	}
+}
+
+// Accept implements anacrolix's Listener.
+func (t *transport) Accept() (net.Conn, error) {
+	select {
+	case c := <-t.accept:
+		return c, nil
+	case <-t.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Addr implements anacrolix's Listener.
+func (t *transport) Addr() net.Addr { return t.self }
+
+// Close stops accepting; anacrolix must be closed first (it keeps calling Accept until then).
+func (t *transport) Close() error {
+	t.closeOnce.Do(func() {
+		t.host.RemoveStreamHandler(PeerProtocol)
+		close(t.closed)
+	})
+	return nil
+}
+
+func (t *transport) wrap(s network.Stream) net.Conn {
+	return &streamConn{Stream: s, local: t.self, remote: t.addrOf(s.Conn().RemotePeer()), onRead: t.onRead}
+}
+
+// streamConn is a libp2p stream seen as a net.Conn.
+type streamConn struct {
+	network.Stream
+	local, remote peerAddr
+	onRead        func(peer.ID, int)
+	closed        atomic.Bool
+}
+
+func (c *streamConn) Read(b []byte) (int, error) {
+	n, err := c.Stream.Read(b)
+	if n > 0 && c.onRead != nil {
+		c.onRead(c.remote.id, n)
+	}
+	if errors.Is(err, network.ErrReset) {
+		err = fmt.Errorf("%w: %v", net.ErrClosed, err)
+	}
+	return n, err
+}
+
+// Close resets rather than half-closes: anacrolix closes a connection only when it is done
+// with it, and a reset frees the stream on both sides at once.
+func (c *streamConn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	return c.Stream.Reset()
+}
+
+func (c *streamConn) LocalAddr() net.Addr  { return c.local }
+func (c *streamConn) RemoteAddr() net.Addr { return c.remote }

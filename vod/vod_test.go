@@ -1,0 +1,347 @@
+package vod_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/nanodc/nanodc/emulator/vnet"
+	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod"
+	"github.com/nanodc/nanodc/vod/catalog"
+)
+
+// fixture is a small fleet of real gateways on the virtual network, an origin on loopback
+// HTTP that can be switched off, and one published title.
+type fixture struct {
+	t      *testing.T
+	vn     *vnet.Network
+	nodes  []*gateway
+	origin *httptest.Server
+	up     atomic.Bool // origin answers when true
+	served atomic.Int64
+	file   []byte
+	entry  *catalog.Entry
+}
+
+type gateway struct {
+	ov     *overlay.Overlay
+	app    *vod.App
+	dir    string
+	http   *httptest.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+	opts   vod.Options
+}
+
+func newFixture(t *testing.T, size int, bitrate int64) *fixture {
+	t.Helper()
+	f := &fixture{t: t, vn: vnet.New(vnet.Options{Seed: 7})}
+	t.Cleanup(func() { f.vn.Close() })
+	f.up.Store(true)
+	dir := t.TempDir()
+	f.file = make([]byte, size)
+	rand.Read(f.file)
+	path := filepath.Join(dir, "clip.mp4")
+	if err := os.WriteFile(path, f.file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !f.up.Load() {
+			http.Error(w, "origin down", http.StatusServiceUnavailable)
+			return
+		}
+		cw := &countingWriter{ResponseWriter: w, n: &f.served}
+		http.ServeFile(cw, r, path)
+	}))
+	t.Cleanup(f.origin.Close)
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.entry, err = catalog.Publish(context.Background(), path, catalog.PublishOptions{
+		Key: key, OriginBase: f.origin.URL, BitrateBps: bitrate, MIME: "video/mp4",
+		Duration: time.Duration(float64(size*8) / float64(bitrate) * float64(time.Second)),
+		PieceLength: 64 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n.Add(int64(n))
+	return n, err
+}
+
+// addGateway starts a gateway behind a 20 Mbit/s, 5 ms link.
+func (f *fixture) addGateway(opts vod.Options) *gateway {
+	t := f.t
+	t.Helper()
+	i := len(f.nodes)
+	ip := net.IPv4(127, 43, 0, byte(i+1))
+	link := vnet.LinkConfig{RateBps: 20e6, QueueBytes: 200_000, Delay: 5 * time.Millisecond}
+	h, err := f.vn.AddHost(vnet.HostConfig{IP: ip, Site: "an-1", Up: link, Down: link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := overlay.Config{
+		PrivKey:       priv,
+		PingInterval:  time.Second,
+		PacketNetwork: h,
+		ListenAddrs:   []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/%s/udp/4001/quic-v1", ip))},
+		Labels:        overlay.Labels{ISP: "isp-a", AccessNode: "an-1"},
+	}
+	if i > 0 {
+		cfg.Bootstrap = []peer.AddrInfo{{ID: f.nodes[0].ov.ID(), Addrs: f.nodes[0].ov.Addrs()}}
+	}
+	g := &gateway{dir: t.TempDir()}
+	g.ov, err = overlay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go g.ov.Serve(ctx)
+	t.Cleanup(func() { cancel(); g.ov.Close() })
+	opts.Overlay, opts.Dir = g.ov, g.dir
+	g.opts = opts
+	f.nodes = append(f.nodes, g)
+	f.startApp(g)
+	return g
+}
+
+func (f *fixture) startApp(g *gateway) {
+	t := f.t
+	t.Helper()
+	app, err := vod.New(g.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.AddTitle(f.entry); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.app, g.cancel, g.done = app, cancel, make(chan struct{})
+	go func() { app.Serve(ctx); close(g.done) }()
+	g.http = httptest.NewServer(app.Handler())
+	t.Cleanup(func() { f.stopApp(g) })
+}
+
+func (f *fixture) stopApp(g *gateway) {
+	if g.app == nil {
+		return
+	}
+	g.http.Close()
+	g.cancel()
+	<-g.done
+	if err := g.app.Close(); err != nil {
+		f.t.Errorf("closing app: %v", err)
+	}
+	g.app = nil
+}
+
+func (f *fixture) waitRoutable() {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, g := range f.nodes {
+		if err := g.ov.WaitRoutable(ctx); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+func (f *fixture) push(g *gateway) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := g.app.Push(ctx, f.entry); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// get fetches a byte range (or all, when rng is "") of the title from a gateway.
+func get(t *testing.T, g *gateway, ref, rng string) (*http.Response, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.http.URL+"/vod/"+ref, nil)
+	if rng != "" {
+		req.Header.Set("Range", rng)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading %s %s: %v", ref, rng, err)
+	}
+	return resp, body
+}
+
+func (f *fixture) checkWhole(g *gateway) {
+	f.t.Helper()
+	resp, body := get(f.t, g, f.entry.CID, "")
+	if resp.StatusCode != http.StatusOK {
+		f.t.Fatalf("GET status %s", resp.Status)
+	}
+	if got, want := sha256.Sum256(body), sha256.Sum256(f.file); got != want {
+		for i := range min(len(body), len(f.file)) {
+			if body[i] != f.file[i] {
+				f.t.Errorf("first difference at byte %d (piece %d)", i, int64(i)/f.entry.PieceLength)
+				break
+			}
+		}
+		f.t.Fatalf("streamed %d bytes with sha256 %x, want %d bytes %x", len(body), got[:8], len(f.file), want[:8])
+	}
+}
+
+func (f *fixture) checkSeeks(g *gateway) {
+	f.t.Helper()
+	n := int64(len(f.file))
+	for _, r := range [][2]int64{{n / 2, n/2 + 99_999}, {10, 20}, {n - 1000, n - 1}, {n / 3, n/3 + 70_000}, {0, 0}} {
+		resp, body := get(f.t, g, f.entry.Name, fmt.Sprintf("bytes=%d-%d", r[0], r[1]))
+		if resp.StatusCode != http.StatusPartialContent {
+			f.t.Fatalf("range %v: status %s", r, resp.Status)
+		}
+		if want := fmt.Sprintf("bytes %d-%d/%d", r[0], r[1], n); resp.Header.Get("Content-Range") != want {
+			f.t.Fatalf("Content-Range %q, want %q", resp.Header.Get("Content-Range"), want)
+		}
+		if !bytes.Equal(body, f.file[r[0]:r[1]+1]) {
+			f.t.Fatalf("range %v: bytes differ from the file", r)
+		}
+	}
+}
+
+// TestSwarmStreamsFromPeers: a title pushed to one gateway streams to the others from peers,
+// byte for byte, including after seeks, and keeps streaming with the origin down.
+func TestSwarmStreamsFromPeers(t *testing.T) {
+	f := newFixture(t, 3<<20, 4e6)
+	seed := f.addGateway(vod.Options{})
+	a := f.addGateway(vod.Options{})
+	b := f.addGateway(vod.Options{})
+	f.waitRoutable()
+	f.push(seed)
+	pushed := f.served.Load()
+	if pushed < int64(len(f.file)) {
+		t.Fatalf("push read %d bytes from the origin, want the whole title (%d)", pushed, len(f.file))
+	}
+	f.up.Store(false) // peers have the data: playback must not need the origin
+	f.checkWhole(a)
+	f.checkSeeks(b)
+	f.checkWhole(b)
+	for name, g := range map[string]*gateway{"a": a, "b": b} {
+		st := g.app.Stats()
+		if st.PeerBytes < int64(len(f.file)) {
+			t.Errorf("gateway %s: %d bytes from peers, want at least the title (%d)", name, st.PeerBytes, len(f.file))
+		}
+		if st.OriginBytes != 0 {
+			t.Errorf("gateway %s: %d bytes from the origin while it was down", name, st.OriginBytes)
+		}
+	}
+	if f.served.Load() != pushed {
+		t.Errorf("origin served %d bytes after the push", f.served.Load()-pushed)
+	}
+
+	// 404 JSON for unknown titles, 416 for ranges past the end, HEAD.
+	resp, body := get(t, a, "no-such-title", "")
+	if resp.StatusCode != http.StatusNotFound || !bytes.Contains(body, []byte(`"error"`)) {
+		t.Errorf("unknown title: %s %s", resp.Status, body)
+	}
+	resp, _ = get(t, a, f.entry.CID, fmt.Sprintf("bytes=%d-", len(f.file)+10))
+	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+		t.Errorf("range past the end: %s, want 416", resp.Status)
+	}
+	hr, err := http.Head(a.http.URL + "/vod/" + f.entry.CID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Body.Close()
+	if hr.StatusCode != 200 || hr.ContentLength != int64(len(f.file)) || hr.Header.Get("Content-Type") != "video/mp4" || hr.Header.Get("Accept-Ranges") != "bytes" {
+		t.Errorf("HEAD: %s length %d type %q ranges %q", hr.Status, hr.ContentLength, hr.Header.Get("Content-Type"), hr.Header.Get("Accept-Ranges"))
+	}
+}
+
+// TestOriginFillsWhenNoPeers: a gateway alone streams the title from the origin through the
+// deadline scheduler.
+func TestOriginFillsWhenNoPeers(t *testing.T) {
+	f := newFixture(t, 2<<20, 4e6)
+	g := f.addGateway(vod.Options{})
+	f.checkWhole(g)
+	st := g.app.Stats()
+	if st.OriginBytes < int64(len(f.file)) {
+		t.Errorf("origin bytes %d, want the whole title %d", st.OriginBytes, len(f.file))
+	}
+	// Now cached: streaming again needs nothing from the network.
+	before := f.served.Load()
+	f.checkSeeks(g)
+	if f.served.Load() != before {
+		t.Errorf("origin served %d bytes for a cached title", f.served.Load()-before)
+	}
+}
+
+// TestHostilePeerIsBanned: a gateway serving corrupted pieces never gets a corrupt byte to the
+// player; it is banned and the pieces come from elsewhere.
+func TestHostilePeerIsBanned(t *testing.T) {
+	f := newFixture(t, 2<<20, 4e6)
+	bad := f.addGateway(vod.Options{})
+	victim := f.addGateway(vod.Options{})
+	f.waitRoutable()
+	f.push(bad)
+	// Corrupt the hostile gateway's copy behind its back: its piece completion still says
+	// complete, so it serves the bad bytes to peers.
+	f.stopApp(bad)
+	corrupted := 0
+	filepath.WalkDir(filepath.Join(bad.dir, "data"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for i := 1000; i < len(data); i += 64 << 10 {
+			data[i] ^= 0xff
+		}
+		corrupted++
+		return os.WriteFile(p, data, 0o644)
+	})
+	if corrupted == 0 {
+		t.Fatal("found no data file to corrupt")
+	}
+	f.startApp(bad)
+	f.checkWhole(victim)
+	banned := victim.app.BannedPeers()
+	if len(banned) != 1 || banned[0] != bad.ov.ID() {
+		t.Fatalf("victim banned %v, want the hostile gateway %s", banned, bad.ov.ID())
+	}
+}
