@@ -77,7 +77,7 @@ func newFixture(t *testing.T, size int, bitrate int64) *fixture {
 	}
 	f.entry, err = catalog.Publish(context.Background(), path, catalog.PublishOptions{
 		Key: key, OriginBase: f.origin.URL, BitrateBps: bitrate, MIME: "video/mp4",
-		Duration: time.Duration(float64(size*8) / float64(bitrate) * float64(time.Second)),
+		Duration:    time.Duration(float64(size*8) / float64(bitrate) * float64(time.Second)),
 		PieceLength: 64 << 10,
 	})
 	if err != nil {
