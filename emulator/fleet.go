@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -57,6 +58,8 @@ type Fleet struct {
 	log       *slog.Logger
 	libp2pReg *prometheus.Registry
 	onStart   []func(*Gateway) // workloads register their protocols on every (re)start
+	configure []func(*Gateway, *node.Options)
+	variant   *Variant
 	bootAddrs []string
 	delays    map[[2]string]time.Duration
 }
@@ -164,6 +167,19 @@ func (f *Fleet) nodeConfig(g *Gateway) node.Config {
 	return cfg
 }
 
+// isBootstrap tells the operator's bootstrap nodes from gateways.
+func (g *Gateway) isBootstrap() bool { return g.AccessNode == datacenterSite }
+
+// AddDatacenterHost puts a host (a provider's origin, say) in the datacenter site, behind
+// the datacenter profile's link, so that reaching it crosses the gateways' shaped links.
+func (f *Fleet) AddDatacenterHost(ip net.IP) (*vnet.Host, error) {
+	p := f.scenario.Profiles[f.scenario.Topology.Datacenter.Profile]
+	return f.Net.AddHost(vnet.HostConfig{IP: ip, Site: datacenterSite, Up: p.Up.vnet(), Down: p.Down.vnet()})
+}
+
+// Profile returns a link profile of the scenario by name.
+func (f *Fleet) Profile(name string) LinkProfile { return f.scenario.Profiles[name] }
+
 // Start brings a gateway's node up (again, after a kill: same identity, same address).
 func (f *Fleet) Start(g *Gateway) error {
 	if err := f.startNode(g); err != nil {
@@ -181,14 +197,25 @@ func (f *Fleet) startNode(g *Gateway) error {
 	if g.node != nil {
 		return nil
 	}
-	n, err := node.New(node.Options{
+	opts := node.Options{
 		Config:           f.nodeConfig(g),
 		DataDir:          g.dataDir,
 		Version:          "emulated",
 		Logger:           f.log.With("gateway", g.Name),
 		PacketNetwork:    g.Host,
 		Libp2pRegisterer: f.libp2pReg,
-	})
+	}
+	if f.variant != nil && !g.isBootstrap() {
+		if err := f.variant.apply(&opts.Config); err != nil {
+			return fmt.Errorf("gateway %s: %w", g.Name, err)
+		}
+	}
+	if !g.isBootstrap() {
+		for _, c := range f.configure {
+			c(g, &opts)
+		}
+	}
+	n, err := node.New(opts)
 	if err != nil {
 		return fmt.Errorf("gateway %s: %w", g.Name, err)
 	}

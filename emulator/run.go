@@ -43,10 +43,22 @@ type Options struct {
 // Run builds the fleet, runs the scenario and writes its outputs. The returned summary is
 // also in OutDir/summary.json. A run whose timing went wrong is returned with Valid false,
 // not as an error: its outputs are still worth reading.
+//
+// A scenario with variants runs once per variant (each in OutDir/<variant>/) and the
+// returned summary compares them (see runVariants).
 func Run(ctx context.Context, sc *Scenario, opts Options) (*Summary, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if len(sc.Variants) > 0 {
+		return runVariants(ctx, sc, opts)
+	}
+	sum, _, err := runOnce(ctx, sc, opts, nil)
+	return sum, err
+}
+
+// runOnce is one pass of the scenario (with a variant's patch when v is not nil).
+func runOnce(ctx context.Context, sc *Scenario, opts Options, v *Variant) (*Summary, *run, error) {
 	seed := sc.Seed
 	if opts.Seed != nil {
 		seed = *opts.Seed
@@ -58,50 +70,58 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (*Summary, error) {
 	for i, spec := range sc.Workloads {
 		factory, ok := opts.Workloads[spec.Type]
 		if !ok {
-			return nil, fmt.Errorf("workloads[%d].type: unknown workload %q (have %s)", i, spec.Type, strings.Join(mapKeys(opts.Workloads), ", "))
+			return nil, nil, fmt.Errorf("workloads[%d].type: unknown workload %q (have %s)", i, spec.Type, strings.Join(mapKeys(opts.Workloads), ", "))
 		}
 		w, err := factory(&spec.Params)
 		if err != nil {
-			return nil, fmt.Errorf("workloads[%d] (%s): %w", i, spec.Type, err)
+			return nil, nil, fmt.Errorf("workloads[%d] (%s): %w", i, spec.Type, err)
 		}
 		workloads = append(workloads, w)
 	}
 	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nodesDir, err := os.MkdirTemp("", "nanodc-emulate-*")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(nodesDir)
 
-	r := &run{sc: sc, opts: opts, seed: seed, rec: newRecorder(), workloads: workloads, log: opts.Logger}
+	r := &run{sc: sc, opts: opts, seed: seed, rec: newRecorder(), workloads: workloads, log: opts.Logger, variant: v}
 	r.topo = buildTopology(sc, rand.New(rand.NewPCG(uint64(seed), 1)))
 	r.events, err = expandFaults(sc.Faults, r.topo, sc.Duration, rand.New(rand.NewPCG(uint64(seed), 2)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r.fleet, err = newFleet(sc, r.topo, seed, nodesDir, opts.Logger)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer r.fleet.Close()
+	r.fleet.variant = v
 	for _, w := range workloads {
 		if h, ok := w.(NodeStartHook); ok {
 			r.fleet.onStart = append(r.fleet.onStart, h.NodeStarted)
 		}
+		if c, ok := w.(NodeConfigurer); ok {
+			r.fleet.configure = append(r.fleet.configure, c.ConfigureNode)
+		}
 	}
 	sum, err := r.execute(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if v != nil {
+		sum.Variant = v.Name
 	}
 	if err := r.writeOutputs(sum); err != nil {
-		return sum, err
+		return sum, r, err
 	}
-	return sum, nil
+	return sum, r, nil
 }
 
 type run struct {
+	variant   *Variant
 	sc        *Scenario
 	opts      Options
 	seed      int64
@@ -115,6 +135,14 @@ type run struct {
 
 	applied []appliedEvent
 	mu      sync.Mutex
+}
+
+// phase names a progress phase, with the variant when there is one.
+func (r *run) phase(name string) string {
+	if r.variant != nil {
+		return r.variant.Name + ": " + name
+	}
+	return name
 }
 
 type appliedEvent struct {
@@ -147,7 +175,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		if held {
 			state = "  (holding: CPU busy)"
 		}
-		r.progress.show("start-up", time.Since(t0), 0, fmt.Sprintf("gateways %d/%d%s", n, len(r.fleet.Gateways), state))
+		r.progress.show(r.phase("start-up"), time.Since(t0), 0, fmt.Sprintf("gateways %d/%d%s", n, len(r.fleet.Gateways), state))
 	})
 	if err != nil {
 		return nil, err
@@ -182,7 +210,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 			break
 		}
 		st := r.peerStats()
-		r.progress.show("settle", time.Since(t0), 0, fmt.Sprintf("peers min/avg %d/%.1f  lateness p99 %.1f ms", st.min, st.avg, ms(max(sched.P99, reader.P99))))
+		r.progress.show(r.phase("settle"), time.Since(t0), 0, fmt.Sprintf("peers min/avg %d/%.1f  lateness p99 %.1f ms", st.min, st.avg, ms(max(sched.P99, reader.P99))))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -319,7 +347,7 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		for _, w := range r.workloads {
 			w.Sample(r.rec)
 		}
-		r.progress.show("run", el, r.sc.Duration, fmt.Sprintf("up %d/%d  peers avg %.1f  lateness p99 %.1f ms", ps.up, len(r.fleet.Gateways), ps.avg, ms(max(sched.P99, reader.P99))))
+		r.progress.show(r.phase("run"), el, r.sc.Duration, fmt.Sprintf("up %d/%d  peers avg %.1f  lateness p99 %.1f ms", ps.up, len(r.fleet.Gateways), ps.avg, ms(max(sched.P99, reader.P99))))
 	}
 }
 

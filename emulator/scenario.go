@@ -13,6 +13,7 @@ import (
 
 	"github.com/nanodc/nanodc/emulator/vnet"
 	"github.com/nanodc/nanodc/internal/yamlstrict"
+	"github.com/nanodc/nanodc/node"
 )
 
 // Scenario is one emulator run as a researcher writes it (emulator/scenarios/*.yaml).
@@ -38,6 +39,30 @@ type Scenario struct {
 	// DHTCheckLookups is how many gateways look up the CID provided at the end of the run
 	// (the DHT check); a number >= the fleet size means all of them.
 	DHTCheckLookups int `yaml:"dht_check_lookups"`
+	// Variants run the whole scenario once per entry, on the same seed (same topology,
+	// identities, workload and fault schedules), each with its own patch of the gateways'
+	// node configuration: the way to compare strategies. Empty: one run.
+	Variants []Variant `yaml:"variants"`
+}
+
+// Variant is one pass of a scenario with a patch on the gateways' node configuration (the
+// YAML of `nanodc node` config, e.g. {vod: {strategy: cdn-only}}).
+type Variant struct {
+	Name string    `yaml:"name"`
+	Node yaml.Node `yaml:"node"`
+}
+
+// apply patches cfg with the variant's node settings and checks the result.
+func (v *Variant) apply(cfg *node.Config) error {
+	if v.Node.Kind != 0 {
+		if err := yamlstrict.DecodeNode(&v.Node, cfg); err != nil {
+			return fmt.Errorf("variant %s: node.%w", v.Name, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("variant %s: node.%w", v.Name, err)
+	}
+	return nil
 }
 
 // LinkProfile is an access link, per direction.
@@ -270,6 +295,21 @@ func (s *Scenario) validate() error {
 			}
 		}
 		total += isp.AccessNodes * isp.GatewaysPerAccessNode
+	}
+	var variants []string
+	for i, v := range s.Variants {
+		field := fmt.Sprintf("variants[%d]", i)
+		if !namePattern.MatchString(v.Name) {
+			return fmt.Errorf("%s.name: %q must be 1-32 letters, digits, '.', '_' or '-'", field, v.Name)
+		}
+		if slices.Contains(variants, v.Name) {
+			return fmt.Errorf("%s.name: %q used twice", field, v.Name)
+		}
+		variants = append(variants, v.Name)
+		cfg := node.DefaultConfig()
+		if err := v.apply(&cfg); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
 	}
 	if total > maxGateways {
 		return fmt.Errorf("topology: %d gateways, at most %d fit the virtual address plan", total, maxGateways)

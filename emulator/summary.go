@@ -18,6 +18,7 @@ import (
 // Summary is summary.json: what a run measured, and whether it can be trusted.
 type Summary struct {
 	Scenario        string          `json:"scenario"`
+	Variant         string          `json:"variant,omitempty"`
 	Description     string          `json:"description,omitempty"`
 	Seed            int64           `json:"seed"`
 	Gateways        int             `json:"gateways"`
@@ -53,6 +54,12 @@ type Summary struct {
 	Workloads  map[string]any `json:"workloads"`
 	GoVersion  string         `json:"go_version"`
 	CPUs       int            `json:"cpus"`
+	// A scenario with variants: each variant's own summary, in the scenario's order.
+	// Workloads then holds, per workload, its section per variant.
+	VariantOrder []string            `json:"variant_order,omitempty"`
+	Variants     map[string]*Summary `json:"variants,omitempty"`
+	// Comparison holds the comparers' tables, for the terminal.
+	Comparison []report.Table `json:"-"`
 }
 
 // HandshakeFigures count libp2p connection set-ups over the fleet.
@@ -229,6 +236,25 @@ func fmtAny(v any) string {
 // PrintSummary writes the summary table and each workload's key figures to w.
 func PrintSummary(w io.Writer, s *Summary) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(s.Variants) > 0 {
+		for _, name := range s.VariantOrder {
+			v := s.Variants[name]
+			verdict := "valid"
+			if !v.Valid {
+				verdict = "INVALID: " + strings.Join(v.InvalidReasons, "; ")
+			}
+			fmt.Fprintf(tw, "variant %s\t%s; start-up %.1f s; lateness p99 %.2f/%.2f ms; peak RSS %.0f MB\n", name, verdict, v.StartupSeconds, v.Lateness.Scheduler.P99, v.Lateness.Reader.P99, v.Memory.PeakRSSMB)
+		}
+		for _, t := range s.Comparison {
+			fmt.Fprintf(tw, "\n%s\n", t.Title)
+			fmt.Fprintf(tw, "%s\n", strings.Join(t.Columns, "\t"))
+			for _, row := range t.Rows {
+				fmt.Fprintf(tw, "%s\n", strings.Join(row, "\t"))
+			}
+		}
+		tw.Flush()
+		return
+	}
 	for _, row := range SummaryTable(s).Rows {
 		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
 	}

@@ -8,6 +8,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/nanodc/nanodc/emulator/report"
+	"github.com/nanodc/nanodc/node"
 )
 
 // Workload is traffic or user behaviour a scenario runs on the fleet. A scenario names it
@@ -30,6 +31,21 @@ type Workload interface {
 // emulator calls it whenever a gateway's node (re)starts.
 type NodeStartHook interface {
 	NodeStarted(g *Gateway)
+}
+
+// NodeConfigurer is implemented by workloads that need something of every gateway's node
+// (an app enabled, an observer, a client that reaches a service over the virtual network).
+// The emulator calls it before each (re)start of a node, after the scenario's settings and
+// the variant's node patch were applied.
+type NodeConfigurer interface {
+	ConfigureNode(g *Gateway, opts *node.Options)
+}
+
+// Comparer is implemented by workloads whose figures are worth comparing across a
+// scenario's variants (strategies): the emulator hands it the same workload's instances, one
+// per variant in order, with their recorders, and puts the result in the comparison report.
+type Comparer interface {
+	Compare(variants []string, runs []Workload, recs []*Recorder) (report.Table, []report.Plot)
 }
 
 // WorkloadFactory builds a workload from its scenario parameters (decode them with
