@@ -13,6 +13,7 @@ import (
 
 	"github.com/nanodc/nanodc/internal/yamlstrict"
 	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod"
 )
 
 // Config is the node's YAML configuration. Every field is documented in docs/config.md;
@@ -29,6 +30,24 @@ type Config struct {
 	PingInterval time.Duration  `yaml:"ping_interval"`
 	API          APIConfig      `yaml:"api"`
 	Log          LogConfig      `yaml:"log"`
+	VOD          VODConfig      `yaml:"vod"`
+}
+
+// VODConfig configures the peer-assisted video-on-demand app.
+type VODConfig struct {
+	// Enabled runs the app: the gateway caches, seeds and streams the providers' titles.
+	Enabled bool `yaml:"enabled"`
+	// Listen is where home players fetch /vod/{title} (host:port, or "off"). It is the home
+	// network's side of the gateway and needs no token: a <video> element cannot send one.
+	Listen string `yaml:"listen"`
+	// Strategy: nanodc (default), bittorrent or cdn-only (the last two are baselines).
+	Strategy string `yaml:"strategy"`
+	// CacheBytes is the storage quota for cached and pushed titles.
+	CacheBytes int64 `yaml:"cache_bytes"`
+	// Providers are the peer IDs whose signed titles the gateway accepts (empty: any).
+	Providers []string `yaml:"providers"`
+	// MaxPeers is how many peers per title the gateway connects to, nearest first.
+	MaxPeers int `yaml:"max_peers"`
 }
 
 // NATConfig switches the NAT traversal helpers.
@@ -79,6 +98,7 @@ func DefaultConfig() Config {
 		PingInterval: 30 * time.Second,
 		API:          APIConfig{Listen: "127.0.0.1:7780"},
 		Log:          LogConfig{Level: "info", Format: "text"},
+		VOD:          VODConfig{Listen: "127.0.0.1:7781", Strategy: "nanodc", CacheBytes: 10 << 30, MaxPeers: 8},
 	}
 }
 
@@ -165,7 +185,42 @@ func (cfg *Config) Validate() error {
 	default:
 		return fmt.Errorf("log.format: %q is not one of text, json", cfg.Log.Format)
 	}
+	return cfg.VOD.validate()
+}
+
+func (v *VODConfig) validate() error {
+	if v.Listen != APIOff {
+		if _, port, err := net.SplitHostPort(v.Listen); err != nil {
+			return fmt.Errorf("vod.listen: %q is not host:port (or %q): %w", v.Listen, APIOff, err)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return fmt.Errorf("vod.listen: bad port %q", port)
+		}
+	}
+	if _, err := vod.ParseStrategy(v.Strategy); err != nil {
+		return fmt.Errorf("vod.strategy: %w", err)
+	}
+	if v.CacheBytes < 0 {
+		return fmt.Errorf("vod.cache_bytes: must not be negative, got %d", v.CacheBytes)
+	}
+	if v.MaxPeers < 0 {
+		return fmt.Errorf("vod.max_peers: must not be negative, got %d", v.MaxPeers)
+	}
+	if _, err := v.providerIDs(); err != nil {
+		return err
+	}
 	return nil
+}
+
+func (v *VODConfig) providerIDs() ([]peer.ID, error) {
+	var out []peer.ID
+	for i, s := range v.Providers {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("vod.providers[%d]: %q is not a peer ID: %w", i, s, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
 
 func parseBootstrap(addrs []string) ([]peer.AddrInfo, error) {

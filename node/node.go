@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod"
 )
 
 // Options are the node's explicit dependencies.
@@ -35,6 +36,9 @@ type Options struct {
 	// ProcessMetrics adds Go runtime and process collectors: right for the daemon, wrong for
 	// hundreds of emulated nodes sharing one process.
 	ProcessMetrics bool
+	// VODOverride adjusts the VoD app's options after the config is applied: the emulator
+	// sets the origin client that runs over its virtual network and its observers.
+	VODOverride func(*vod.Options)
 }
 
 // Node is one running gateway.
@@ -46,6 +50,9 @@ type Node struct {
 	token    string
 	api      *http.Server
 	apiLn    net.Listener
+	vod      *vod.App
+	vodHTTP  *http.Server
+	vodLn    net.Listener
 
 	closeOnce sync.Once
 	closeErr  error
@@ -117,6 +124,12 @@ func New(opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 
+	if cfg.VOD.Enabled {
+		if err := n.startVOD(reg); err != nil {
+			return nil, err
+		}
+	}
+
 	if cfg.API.Listen != APIOff {
 		n.token, err = LoadOrCreateToken(filepath.Join(opts.DataDir, TokenFile))
 		if err != nil {
@@ -135,6 +148,47 @@ func New(opts Options) (_ *Node, err error) {
 	return n, nil
 }
 
+func (n *Node) startVOD(reg prometheus.Registerer) error {
+	v := n.opts.Config.VOD
+	providers, _ := v.providerIDs() // validated
+	strategy, _ := vod.ParseStrategy(v.Strategy)
+	vo := vod.Options{
+		Overlay:    n.overlay,
+		Dir:        filepath.Join(n.opts.DataDir, "vod"),
+		CacheBytes: v.CacheBytes,
+		Providers:  providers,
+		Strategy:   strategy,
+		MaxPeers:   v.MaxPeers,
+		Logger:     n.log.With("component", "vod"),
+		Registerer: reg,
+	}
+	if n.opts.VODOverride != nil {
+		n.opts.VODOverride(&vo)
+	}
+	var err error
+	if n.vod, err = vod.New(vo); err != nil {
+		return err
+	}
+	if v.Listen != APIOff {
+		if n.vodLn, err = net.Listen("tcp", v.Listen); err != nil {
+			return fmt.Errorf("vod.listen %s: %w", v.Listen, err)
+		}
+		n.vodHTTP = &http.Server{Handler: n.vod.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return nil
+}
+
+// VOD is the node's video-on-demand app (nil when vod.enabled is false).
+func (n *Node) VOD() *vod.App { return n.vod }
+
+// VODAddr is where home players reach /vod/ ("" when off).
+func (n *Node) VODAddr() string {
+	if n.vodLn == nil {
+		return ""
+	}
+	return n.vodLn.Addr().String()
+}
+
 // Overlay is the node's overlay membership.
 func (n *Node) Overlay() *overlay.Overlay { return n.overlay }
 
@@ -150,8 +204,22 @@ func (n *Node) APIAddr() string {
 // not an error.
 func (n *Node) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	wg.Go(func() { errc <- n.overlay.Serve(ctx) })
+	if n.vod != nil {
+		wg.Go(func() { errc <- n.vod.Serve(ctx) })
+	}
+	if n.vodHTTP != nil {
+		wg.Go(func() {
+			if err := n.vodHTTP.Serve(n.vodLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("vod http: %w", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			_ = n.vodHTTP.Close() // players reconnect; streams have no graceful end
+		})
+	}
 	if n.api != nil {
 		wg.Go(func() {
 			if err := n.api.Serve(n.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -184,6 +252,15 @@ func (n *Node) Close() error {
 		if n.apiLn != nil {
 			_ = n.apiLn.Close() // already closed if Serve ran
 			_ = os.Remove(filepath.Join(n.opts.DataDir, APIAddrFile))
+		}
+		if n.vodHTTP != nil {
+			errs = append(errs, n.vodHTTP.Close())
+		}
+		if n.vodLn != nil {
+			_ = n.vodLn.Close()
+		}
+		if n.vod != nil {
+			errs = append(errs, n.vod.Close())
 		}
 		if n.overlay != nil {
 			errs = append(errs, n.overlay.Close())
