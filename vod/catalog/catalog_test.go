@@ -484,6 +484,12 @@ func TestPublishOptions(t *testing.T) {
 	if e, err := Publish(context.Background(), vid, base); err != nil || e.MIME != "video/x-matroska" {
 		t.Errorf("Publish .mkv = %v, %v; want video/x-matroska", e, err)
 	}
+	// A duration alone gives the bitrate.
+	o = base
+	o.BitrateBps, o.Duration = 0, 8*time.Second
+	if e, err := Publish(context.Background(), vid, o); err != nil || e.BitrateBps != 10_000 || e.DurationS != 8 {
+		t.Errorf("Publish with only a duration = %+v, %v; want 10000 b/s", e, err)
+	}
 }
 
 // TestPublishFFprobe runs Publish with a stand-in ffprobe on PATH.

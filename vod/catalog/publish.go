@@ -34,9 +34,9 @@ type PublishOptions struct {
 	OriginBase string
 	// PieceLength of the torrent; 0 chooses one from the bitrate (see ChoosePieceLength).
 	PieceLength int64
-	// BitrateBps, Duration and MIME override what ffprobe or the file extension say. A missing
-	// bitrate is probed with ffprobe when it is on PATH (and else is an error); a missing
-	// duration is probed, or else computed from the size and bitrate.
+	// BitrateBps, Duration and MIME override what ffprobe or the file extension say. Missing
+	// bitrate and duration are probed with ffprobe when it is on PATH; either one gives the
+	// other with the file size; with neither known Publish fails asking for a bitrate.
 	BitrateBps int64
 	Duration   time.Duration
 	MIME       string
@@ -153,27 +153,31 @@ func Publish(ctx context.Context, filePath string, opts PublishOptions) (*Entry,
 	if bitrate < 0 || duration < 0 {
 		return nil, fmt.Errorf("publish %s: negative bitrate or duration", filePath)
 	}
+	var p probed
+	var perr error
 	if bitrate == 0 || duration == 0 {
-		p, perr := probe(ctx, filePath)
+		p, perr = probe(ctx, filePath)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if bitrate == 0 {
-			switch {
-			case perr == nil && p.bitrate > 0:
-				bitrate = p.bitrate
-			case perr == nil && p.duration > 0:
-				bitrate = int64(math.Round(float64(size) * 8 / p.duration.Seconds()))
-			case errors.Is(perr, exec.ErrNotFound):
-				return nil, fmt.Errorf("publish %s: bitrate unknown and ffprobe is not installed to find it; pass --bitrate", filePath)
-			case perr != nil:
-				return nil, fmt.Errorf("publish %s: bitrate unknown (%v); pass --bitrate", filePath, perr)
-			default:
-				return nil, fmt.Errorf("publish %s: ffprobe reports no bitrate; pass --bitrate", filePath)
-			}
+		if perr == nil && bitrate == 0 {
+			bitrate = p.bitrate
 		}
-		if duration == 0 && perr == nil {
+		if perr == nil && duration == 0 {
 			duration = p.duration
+		}
+	}
+	if bitrate == 0 && duration > 0 {
+		bitrate = int64(math.Round(float64(size) * 8 / duration.Seconds()))
+	}
+	if bitrate <= 0 {
+		switch {
+		case errors.Is(perr, exec.ErrNotFound):
+			return nil, fmt.Errorf("publish %s: bitrate unknown and ffprobe is not installed to find it; pass --bitrate (or --duration)", filePath)
+		case perr != nil:
+			return nil, fmt.Errorf("publish %s: bitrate unknown (%v); pass --bitrate (or --duration)", filePath, perr)
+		default:
+			return nil, fmt.Errorf("publish %s: ffprobe reports no bitrate or duration; pass --bitrate (or --duration)", filePath)
 		}
 	}
 	durationS := duration.Seconds()
@@ -292,7 +296,12 @@ func probe(ctx context.Context, filePath string) (probed, error) {
 	if err != nil {
 		return probed{}, fmt.Errorf("ffprobe: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, bin, "-v", "error", "-print_format", "json", "-show_format", "--", filePath)
+	abs, err := filepath.Abs(filePath)
+	if err != nil {
+		return probed{}, err
+	}
+	// "file:" keeps ffprobe from reading a name as an option or another protocol ("a:b.mp4").
+	cmd := exec.CommandContext(ctx, bin, "-v", "error", "-print_format", "json", "-show_format", "file:"+abs)
 	out, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError

@@ -143,10 +143,16 @@ func TestRanges(t *testing.T) {
 			if tc.status != 416 && !bytes.Equal(body, tc.body) {
 				t.Errorf("body %v, want %v", body, tc.body)
 			}
+			var e struct {
+				Error string `json:"error"`
+			}
+			if tc.status == 416 && (json.Unmarshal(body, &e) != nil || !strings.Contains(e.Error, "range")) {
+				t.Errorf("416 body %q, want a JSON error about the range", body)
+			}
 			for _, h := range []struct{ key, want string }{
 				{"Content-Range", tc.contentRange},
 				{"Accept-Ranges", map[bool]string{true: "", false: "bytes"}[tc.status == 416]},
-				{"Content-Type", map[bool]string{true: "text/plain; charset=utf-8", false: "video/mp4"}[tc.status == 416]},
+				{"Content-Type", map[bool]string{true: "application/json", false: "video/mp4"}[tc.status == 416]},
 			} {
 				if got := resp.Header.Get(h.key); got != h.want {
 					t.Errorf("%s = %q, want %q", h.key, got, h.want)

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -211,7 +212,11 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r) {
 		return
 	}
-	name := r.URL.Path[min(1, len(r.URL.Path)):]
+	name, ok := strings.CutPrefix(r.URL.Path, "/")
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such file %q", r.URL.Path))
+		return
+	}
 	if err := catalog.ValidateName(name); err != nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such file %q: %v", name, err))
 		return
@@ -248,8 +253,46 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 		ct = "application/octet-stream" // never sniff: that would read the file for nothing
 	}
 	w.Header().Set("Content-Type", ct)
-	http.ServeContent(w, r, name, fi.ModTime(), f)
+	http.ServeContent(&jsonErrors{ResponseWriter: w}, r, name, fi.ModTime(), f)
 }
+
+// jsonErrors turns the plain-text errors http.ServeContent writes with http.Error (416 for a
+// range past the end, 412 for a failed precondition) into the API's {"error": "..."} form.
+type jsonErrors struct {
+	http.ResponseWriter
+	failed bool
+}
+
+func (w *jsonErrors) WriteHeader(code int) {
+	h := w.Header()
+	if code >= 400 && strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		w.failed = true
+		h.Set("Content-Type", "application/json")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *jsonErrors) Write(p []byte) (int, error) {
+	if !w.failed {
+		return w.ResponseWriter.Write(p)
+	}
+	b, _ := json.Marshal(map[string]string{"error": strings.TrimSpace(string(p))})
+	if _, err := w.ResponseWriter.Write(append(b, '\n')); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// ReadFrom passes ServeContent's copy through to the counting writer's fast path; errors
+// never use it.
+func (w *jsonErrors) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok && !w.failed {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{w}, r)
+}
+
+func (w *jsonErrors) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // allow admits GET and HEAD; anything else gets a JSON 405.
 func allow(w http.ResponseWriter, r *http.Request) bool {
