@@ -138,7 +138,8 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 		if t.Complete().Bool() {
 			return nil
 		}
-		for i := 0; i < t.NumPieces(); i++ {
+		fetched := false
+		for i := 0; i < t.NumPieces() && ctx.Err() == nil; i++ {
 			if t.Piece(i).State().Complete || ti.inflight(i) {
 				continue
 			}
@@ -151,8 +152,11 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 				if err != nil && ctx.Err() == nil {
 					return fmt.Errorf("vod: push %q: %w", e.Name, err)
 				}
+				fetched = true
 			}
-			break
+		}
+		if fetched {
+			continue
 		}
 		select {
 		case <-ctx.Done():

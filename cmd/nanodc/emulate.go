@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nanodc/nanodc/emulator"
+	"github.com/nanodc/nanodc/emulator/vodload"
 )
 
 func newEmulateCmd() *cobra.Command {
@@ -38,7 +39,7 @@ scenario's threshold is marked INVALID (exit status 3).`,
 			if out == "" {
 				out = filepath.Join("runs", time.Now().Format("20060102-150405")+"-"+sc.Name)
 			}
-			opts := emulator.Options{OutDir: out, ScenarioPath: scenarioPath}
+			opts := emulator.Options{OutDir: out, ScenarioPath: scenarioPath, Workloads: workloads()}
 			if cmd.Flags().Changed("seed") {
 				opts.Seed = &seed
 			}
@@ -108,4 +109,11 @@ func (e exitError) Error() string { return e.err.Error() }
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// workloads are every workload a scenario may name: the emulator's own and the apps'.
+func workloads() map[string]emulator.WorkloadFactory {
+	w := emulator.BuiltinWorkloads()
+	w["vod"] = vodload.New
+	return w
 }

@@ -1,0 +1,282 @@
+package vodload
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/nanodc/nanodc/emulator"
+	"github.com/nanodc/nanodc/emulator/report"
+)
+
+// Summary is the workload's section of summary.json (one per strategy in a comparison).
+type Summary struct {
+	Strategy string `json:"strategy"`
+	// OffloadRatio is peer bytes / (peer + origin bytes) while viewers watch; pushes (made
+	// before the viewers arrive, off-peak in a real deployment) are reported apart.
+	OffloadRatio float64 `json:"offload_ratio"`
+	// UploadBoundOffload is the best offload the gateways' upload capacity allows for this
+	// workload: the origin must at least send each watched title once and whatever the
+	// demand exceeds the fleet's upload capacity by.
+	UploadBoundOffload float64 `json:"upload_bound_offload"`
+	StartupS           struct {
+		P50 float64 `json:"p50"`
+		P95 float64 `json:"p95"`
+		Max float64 `json:"max"`
+	} `json:"startup_s"`
+	RebufferRatio   float64        `json:"rebuffer_ratio"` // stall time / watch time
+	Stalls          int            `json:"stalls"`
+	StallSeconds    float64        `json:"stall_s"`
+	WatchSeconds    float64        `json:"watch_s"`
+	Sessions        int            `json:"sessions"`
+	FailedSessions  int            `json:"failed_sessions"`
+	FailReasons     map[string]int `json:"fail_reasons,omitempty"`
+	OriginBytes     int64          `json:"origin_bytes"`
+	PeerBytes       int64          `json:"peer_bytes"`
+	CrossISPBytes   int64          `json:"cross_isp_bytes"`
+	PushOriginBytes int64          `json:"push_origin_bytes"`
+	// GapFillBytes are the nanodc strategy's deadline fetches from the origin, and
+	// UnavoidableBytes those of them that no other gateway held at the time.
+	GapFillBytes      int64    `json:"gap_fill_bytes"`
+	UnavoidableBytes  int64    `json:"unavoidable_origin_bytes"`
+	OriginServerBytes int64    `json:"origin_server_bytes"` // what the origin itself counted, pushes included
+	PushErrors        []string `json:"push_errors,omitempty"`
+}
+
+// Sample records the per-second series: offload, origin and peer rates, viewers, demand
+// against upload capacity.
+func (w *workload) Sample(rec *emulator.Recorder) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.env == nil {
+		return
+	}
+	o, p, _ := w.counters()
+	if !w.baseTaken && !time.Now().Before(w.viewingFrom) {
+		w.baseTaken = true
+		w.baseOrigin, w.basePeer, w.basePush = o, p, w.pushBytes
+		_, _, w.baseCross = w.counters()
+	}
+	dO, dP := float64(o-w.lastOrigin), float64(p-w.lastPeer)
+	w.lastOrigin, w.lastPeer = o, p
+	rec.Set("vod.origin_mbps", dO*8/1e6)
+	rec.Set("vod.peer_mbps", dP*8/1e6)
+	off := math.NaN()
+	if dO+dP > 0 {
+		off = dP / (dO + dP)
+	}
+	rec.Set("vod.offload", off)
+	active, receiving := 0, 0
+	for _, s := range w.sessions {
+		s.mu.Lock()
+		if s.active {
+			active++
+		}
+		if s.receiving {
+			receiving++
+		}
+		s.mu.Unlock()
+	}
+	rate := float64(w.p.BitrateBps) / 8
+	capacity := 0.0
+	for _, g := range w.env.Fleet.Gateways {
+		if g.Node() != nil {
+			capacity += float64(w.env.Fleet.Profile(g.Profile).Up.RateBps) / 8
+		}
+	}
+	demand := float64(receiving) * rate
+	w.excessBytes += max(0, demand-capacity)
+	rec.Set("vod.viewers", float64(active))
+	rec.Set("vod.demand_mbps", demand*8/1e6)
+	rec.Set("vod.upload_capacity_mbps", capacity*8/1e6)
+}
+
+// Summary computes the figures.
+func (w *workload) Summary() any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var s Summary
+	if w.env == nil {
+		return s
+	}
+	for _, g := range w.env.Fleet.Gateways {
+		if n := g.Node(); n != nil && n.VOD() != nil {
+			s.Strategy = string(n.VOD().Strategy())
+			break
+		}
+	}
+	o, p, x := w.counters()
+	if !w.baseTaken {
+		w.baseOrigin, w.basePeer, w.basePush, w.baseCross = o, p, w.pushBytes, x
+	}
+	s.PushOriginBytes = w.pushBytes
+	s.OriginBytes = (o - w.baseOrigin) - (w.pushBytes - w.basePush)
+	s.PeerBytes = p - w.basePeer
+	s.CrossISPBytes = x - w.baseCross
+	if s.OriginBytes+s.PeerBytes > 0 {
+		s.OffloadRatio = float64(s.PeerBytes) / float64(s.OriginBytes+s.PeerBytes)
+	}
+	s.GapFillBytes, s.UnavoidableBytes = w.gapFills, w.unavoidable
+	if w.srv != nil {
+		s.OriginServerBytes = w.srv.Stats().BytesServed
+	}
+	s.PushErrors = w.pushErrors
+	var startups []float64
+	firstCopy := map[int]int64{}
+	var received int64
+	s.FailReasons = map[string]int{}
+	for _, ss := range w.sessions {
+		ss.mu.Lock()
+		if ss.active || ss.received > 0 || ss.failed != "" || ss.started {
+			s.Sessions++
+		}
+		if ss.failed != "" {
+			s.FailedSessions++
+			s.FailReasons[ss.failed]++
+		}
+		if ss.started {
+			startups = append(startups, ss.startup.Seconds())
+		}
+		s.Stalls += ss.stalls
+		s.StallSeconds += ss.stall.Seconds()
+		s.WatchSeconds += ss.watched.Seconds()
+		firstCopy[ss.title] = max(firstCopy[ss.title], ss.received)
+		received += ss.received
+		ss.mu.Unlock()
+	}
+	if len(s.FailReasons) == 0 {
+		s.FailReasons = nil
+	}
+	slices.Sort(startups)
+	s.StartupS.P50, s.StartupS.P95 = quantile(startups, 0.5), quantile(startups, 0.95)
+	if len(startups) > 0 {
+		s.StartupS.Max = startups[len(startups)-1]
+	}
+	if s.WatchSeconds > 0 {
+		s.RebufferRatio = s.StallSeconds / s.WatchSeconds
+	}
+	var first int64
+	for _, b := range firstCopy {
+		first += b
+	}
+	if received > 0 {
+		minOrigin := max(float64(first), w.excessBytes)
+		s.UploadBoundOffload = max(0, 1-minOrigin/float64(received))
+	}
+	return s
+}
+
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// Report is the workload's part of a single run's report.
+func (w *workload) Report(rec *emulator.Recorder) (report.Table, []report.Plot) {
+	s := w.Summary().(Summary)
+	tab := report.Table{Title: "Video on demand (" + s.Strategy + ")", Columns: []string{"figure", "value"}, Rows: rowsOf(s)}
+	line := func(title, ylabel string, names ...string) report.Plot {
+		p := report.Plot{Title: title, Kind: report.Line, XLabel: "time (s)", YLabel: ylabel}
+		for _, n := range names {
+			t, y := rec.Series(n)
+			p.Series = append(p.Series, report.Series{Name: n, X: t, Y: y})
+		}
+		return p
+	}
+	return tab, []report.Plot{
+		line("Offload (peer share of video bytes, per second)", "offload", "vod.offload"),
+		line("Video bytes into gateways", "Mbit/s", "vod.origin_mbps", "vod.peer_mbps"),
+		line("Demand against the fleet's upload capacity", "Mbit/s", "vod.demand_mbps", "vod.upload_capacity_mbps"),
+		line("Viewers", "viewers", "vod.viewers"),
+		{Title: "Startup delay", Kind: report.CDF, XLabel: "startup (s)", Series: []report.Series{{Name: s.Strategy, Values: w.startups()}}},
+	}
+}
+
+func (w *workload) startups() []float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []float64
+	for _, ss := range w.sessions {
+		ss.mu.Lock()
+		if ss.started {
+			out = append(out, ss.startup.Seconds())
+		}
+		ss.mu.Unlock()
+	}
+	return out
+}
+
+func (w *workload) stallShares() []float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []float64
+	for _, ss := range w.sessions {
+		ss.mu.Lock()
+		if ss.watched > 0 {
+			out = append(out, ss.stall.Seconds()/ss.watched.Seconds())
+		}
+		ss.mu.Unlock()
+	}
+	return out
+}
+
+func rowsOf(s Summary) [][]string {
+	mb := func(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+	return [][]string{
+		{"offload ratio", fmt.Sprintf("%.3f (upload bound %.3f)", s.OffloadRatio, s.UploadBoundOffload)},
+		{"startup p50 / p95 / max", fmt.Sprintf("%.2f / %.2f / %.2f s", s.StartupS.P50, s.StartupS.P95, s.StartupS.Max)},
+		{"rebuffer ratio", fmt.Sprintf("%.4f (%d stalls, %.1f s of %.0f s watched)", s.RebufferRatio, s.Stalls, s.StallSeconds, s.WatchSeconds)},
+		{"sessions / failed", fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions)},
+		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
+		{"push origin bytes", mb(s.PushOriginBytes)},
+		{"gap fills / of which no peer held", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes)},
+	}
+}
+
+// Compare puts the strategies side by side.
+func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*emulator.Recorder) (report.Table, []report.Plot) {
+	tab := report.Table{Title: "Video on demand: strategies compared", Columns: append([]string{"figure"}, variants...)}
+	sums := make([]Summary, len(runs))
+	for i, r := range runs {
+		sums[i] = r.(*workload).Summary().(Summary)
+	}
+	row := func(name string, f func(Summary) string) {
+		r := []string{name}
+		for _, s := range sums {
+			r = append(r, f(s))
+		}
+		tab.Rows = append(tab.Rows, r)
+	}
+	row("offload ratio", func(s Summary) string { return fmt.Sprintf("%.3f", s.OffloadRatio) })
+	row("upload-bound offload", func(s Summary) string { return fmt.Sprintf("%.3f", s.UploadBoundOffload) })
+	row("startup p50 (s)", func(s Summary) string { return fmt.Sprintf("%.2f", s.StartupS.P50) })
+	row("startup p95 (s)", func(s Summary) string { return fmt.Sprintf("%.2f", s.StartupS.P95) })
+	row("rebuffer ratio", func(s Summary) string { return fmt.Sprintf("%.4f", s.RebufferRatio) })
+	row("stalls", func(s Summary) string { return fmt.Sprint(s.Stalls) })
+	row("sessions / failed", func(s Summary) string { return fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions) })
+	row("origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.OriginBytes)/1e6) })
+	row("peer MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerBytes)/1e6) })
+	row("cross-ISP MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.CrossISPBytes)/1e6) })
+	row("push origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PushOriginBytes)/1e6) })
+	row("gap fills MB (no peer held)", func(s Summary) string {
+		return fmt.Sprintf("%.1f (%.1f)", float64(s.GapFillBytes)/1e6, float64(s.UnavoidableBytes)/1e6)
+	})
+	offload := report.Plot{Title: "Offload over time", Kind: report.Line, XLabel: "time (s)", YLabel: "peer share of video bytes"}
+	origin := report.Plot{Title: "Origin traffic over time", Kind: report.Line, XLabel: "time (s)", YLabel: "Mbit/s"}
+	startup := report.Plot{Title: "Startup delay", Kind: report.CDF, XLabel: "startup (s)"}
+	stalls := report.Plot{Title: "Rebuffering per session (stall time / watch time)", Kind: report.CDF, XLabel: "rebuffer ratio"}
+	for i, v := range variants {
+		t, y := recs[i].Series("vod.offload")
+		offload.Series = append(offload.Series, report.Series{Name: v, X: t, Y: y})
+		t, y = recs[i].Series("vod.origin_mbps")
+		origin.Series = append(origin.Series, report.Series{Name: v, X: t, Y: y})
+		wl := runs[i].(*workload)
+		startup.Series = append(startup.Series, report.Series{Name: v, Values: wl.startups()})
+		stalls.Series = append(stalls.Series, report.Series{Name: v, Values: wl.stallShares()})
+	}
+	return tab, []report.Plot{offload, origin, startup, stalls}
+}

@@ -1,0 +1,421 @@
+// Package vodload is the emulator's video-on-demand workload: a provider publishes a catalog
+// on an origin in the datacenter, viewers arrive at gateways (Poisson, Zipf popularity, an
+// optional flash crowd on one title) and each viewer is a player model reading the gateway's
+// real /vod/ HTTP stream at the title's bitrate. It measures what viewers feel (startup
+// delay, stalls) and what the provider pays (origin bytes against peer bytes).
+//
+// It plugs into the emulator through the Workload, NodeConfigurer, NodeStartHook and
+// Comparer interfaces; the composition root registers it as "vod".
+package vodload
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"gopkg.in/yaml.v3"
+
+	"github.com/nanodc/nanodc/emulator"
+	"github.com/nanodc/nanodc/internal/yamlstrict"
+	"github.com/nanodc/nanodc/node"
+	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod"
+	"github.com/nanodc/nanodc/vod/catalog"
+	"github.com/nanodc/nanodc/vod/origin"
+)
+
+// Params are the workload's scenario parameters.
+type Params struct {
+	Titles        int           `yaml:"titles"`
+	TitleDuration time.Duration `yaml:"title_duration"`
+	BitrateBps    int64         `yaml:"bitrate_bps"`
+	PieceLength   int64         `yaml:"piece_length"`
+	// ZipfS is the popularity skew: title k (0-based) is chosen with weight 1/(k+1)^s.
+	ZipfS float64 `yaml:"zipf_s"`
+	// ArrivalRate is the background viewers per second, fleet-wide (Poisson).
+	ArrivalRate float64 `yaml:"arrival_rate"`
+	// Warmup is when viewers start arriving (pushes happen before): the same for every
+	// strategy so that schedules match.
+	Warmup     time.Duration `yaml:"warmup"`
+	FlashCrowd struct {
+		At      time.Duration `yaml:"at"`
+		Viewers int           `yaml:"viewers"`
+		Over    time.Duration `yaml:"over"`
+		Title   int           `yaml:"title"`
+	} `yaml:"flash_crowd"`
+	Push struct {
+		Titles   int `yaml:"titles"`   // the most popular titles are pushed…
+		Replicas int `yaml:"replicas"` // …to this many gateways each (nanodc strategy only)
+	} `yaml:"push"`
+	// Player model.
+	StartupBuffer time.Duration `yaml:"startup_buffer"` // video buffered before playback starts
+	Rebuffer      time.Duration `yaml:"rebuffer"`       // buffered before playback resumes after a stall
+	MaxBuffer     time.Duration `yaml:"max_buffer"`     // the player stops reading ahead beyond this
+	Abandon       time.Duration `yaml:"abandon"`        // a viewer stalled this long gives up (failed session)
+	CacheBytes    int64         `yaml:"cache_bytes"`    // per gateway
+}
+
+func defaults() Params {
+	p := Params{Titles: 20, TitleDuration: 2 * time.Minute, BitrateBps: 1_000_000, ZipfS: 1, ArrivalRate: 0.2,
+		Warmup: 10 * time.Second, StartupBuffer: time.Second, Rebuffer: time.Second, MaxBuffer: 20 * time.Second,
+		Abandon: 30 * time.Second, CacheBytes: 1 << 30}
+	return p
+}
+
+// New is the workload factory.
+func New(params *yaml.Node) (emulator.Workload, error) {
+	p := defaults()
+	if err := yamlstrict.DecodeNode(params, &p); err != nil {
+		return nil, err
+	}
+	switch {
+	case p.Titles < 1:
+		return nil, errors.New("titles: must be at least 1")
+	case p.TitleDuration < time.Second:
+		return nil, errors.New("title_duration: must be at least 1s")
+	case p.BitrateBps < 64_000:
+		return nil, errors.New("bitrate_bps: must be at least 64000")
+	case p.ArrivalRate < 0:
+		return nil, errors.New("arrival_rate: must not be negative")
+	case p.FlashCrowd.Viewers < 0 || p.FlashCrowd.Title < 0 || p.FlashCrowd.Title >= p.Titles:
+		return nil, fmt.Errorf("flash_crowd: viewers must not be negative and title must be in [0, %d)", p.Titles)
+	case p.Push.Titles < 0 || p.Push.Replicas < 0 || p.Push.Titles > p.Titles:
+		return nil, errors.New("push: titles and replicas must not be negative, titles at most the catalog")
+	case p.StartupBuffer <= 0 || p.Rebuffer <= 0 || p.MaxBuffer < p.StartupBuffer || p.Abandon <= 0:
+		return nil, errors.New("startup_buffer, rebuffer, abandon must be positive and max_buffer >= startup_buffer")
+	}
+	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}}, nil
+}
+
+// originIP is where the provider's origin sits in the datacenter.
+var originIP = net.IPv4(127, 255, 1, 1)
+
+const originPort = 443
+
+type workload struct {
+	p       Params
+	env     *emulator.Env
+	dir     string
+	entries []*catalog.Entry
+	srv     *origin.Server
+	wg      sync.WaitGroup
+
+	mu          sync.Mutex
+	stats       map[*emulator.Gateway]*gwCounters
+	sessions    []*session
+	unavoidable int64 // origin bytes no other gateway held at the time of the fetch
+	gapFills    int64 // origin bytes of deadline gap fills
+	pushBytes   int64 // origin bytes of pushes
+	pushErrors  []string
+	clients     []*http.Client
+	viewingFrom time.Time
+
+	players map[*vod.App]*pipeServer
+
+	// per-second series inputs, and the counters when viewing began
+	lastOrigin, lastPeer                      int64
+	excessBytes                               float64 // Σ max(0, demand − upload capacity)
+	baseTaken                                 bool
+	baseOrigin, basePeer, basePush, baseCross int64
+}
+
+// gwCounters follow one gateway's app across restarts (a restarted app counts from zero).
+type gwCounters struct {
+	app                         *vod.App
+	origin, peer, cross         int64 // totals carried over from earlier app instances
+	lastOrigin, lastPeer, lastX int64
+}
+
+// ConfigureNode enables the VoD app on every gateway, with an origin client that crosses the
+// virtual network and an observer of gap fills.
+func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
+	opts.Config.VOD.Enabled = true
+	opts.Config.VOD.Listen = node.APIOff
+	opts.Config.VOD.CacheBytes = w.p.CacheBytes
+	client := origin.NewHTTP3Client(func() (net.PacketConn, error) {
+		return g.Host.ListenUDP("udp4", &net.UDPAddr{IP: g.IP})
+	})
+	w.mu.Lock()
+	w.clients = append(w.clients, client)
+	w.mu.Unlock()
+	opts.VODOverride = func(o *vod.Options) {
+		o.OriginClient = client
+		o.OnOriginFetch = func(f vod.OriginFetch) { w.observeFetch(g, f) }
+	}
+}
+
+// observeFetch checks, at the moment of a gap fill, whether any other live gateway held the
+// piece: if none did, no peer could have supplied it.
+func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
+	held := false
+	for _, g := range w.env.Fleet.Gateways {
+		if g == self {
+			continue
+		}
+		if n := g.Node(); n != nil && n.VOD() != nil && n.VOD().HasPiece(f.CID, f.Piece) {
+			held = true
+			break
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !held {
+		w.unavoidable += f.Bytes
+	}
+	switch f.Reason {
+	case "push":
+		w.pushBytes += f.Bytes
+	default:
+		w.gapFills += f.Bytes
+	}
+}
+
+// NodeStarted gives a (re)started gateway the provider's catalog.
+func (w *workload) NodeStarted(g *emulator.Gateway) {
+	w.mu.Lock()
+	entries := w.entries
+	w.mu.Unlock()
+	if n := g.Node(); n != nil && n.VOD() != nil {
+		for _, e := range entries {
+			_ = n.VOD().AddTitle(e)
+		}
+	}
+}
+
+func (w *workload) Start(ctx context.Context, env *emulator.Env) error {
+	w.env = env
+	var err error
+	if w.dir, err = os.MkdirTemp("", "nanodc-vod-*"); err != nil {
+		return err
+	}
+	if err := w.publish(env); err != nil {
+		return err
+	}
+	host, err := env.Fleet.AddDatacenterHost(originIP)
+	if err != nil {
+		return fmt.Errorf("origin host: %w", err)
+	}
+	pc, err := host.ListenUDP("udp4", &net.UDPAddr{IP: originIP, Port: originPort})
+	if err != nil {
+		return fmt.Errorf("origin socket: %w", err)
+	}
+	if w.srv, err = origin.New(origin.Options{Dir: w.dir}); err != nil {
+		return err
+	}
+	w.wg.Go(func() { _ = w.srv.ServeHTTP3(ctx, pc) })
+	for _, g := range env.Fleet.Gateways {
+		w.NodeStarted(g)
+	}
+	strategy := vod.StrategyNanodc
+	for _, g := range env.Fleet.Gateways {
+		if n := g.Node(); n != nil && n.VOD() != nil {
+			strategy = n.VOD().Strategy()
+			break
+		}
+	}
+	if strategy == vod.StrategyNanodc && w.p.Push.Titles > 0 && w.p.Push.Replicas > 0 {
+		w.wg.Go(func() { w.push(ctx) })
+	}
+	w.schedule(ctx, env)
+	return nil
+}
+
+// publish writes the catalog: titles of random bytes (the player model reads bytes, not
+// pictures) signed by a provider key derived from the seed.
+func (w *workload) publish(env *emulator.Env) error {
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = byte(env.Rand.Uint32())
+	}
+	key, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		return err
+	}
+	size := int64(w.p.TitleDuration.Seconds() * float64(w.p.BitrateBps) / 8)
+	for i := range w.p.Titles {
+		path := filepath.Join(w.dir, fmt.Sprintf("title-%02d.mp4", i))
+		data := make([]byte, size)
+		cc := rand.NewChaCha8(seed)
+		_, _ = cc.Read(data)
+		data[0], data[1] = byte(i), byte(i>>8) // every title distinct
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return err
+		}
+		e, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
+			Key: key, OriginBase: fmt.Sprintf("https://%s:%d", originIP, originPort),
+			BitrateBps: w.p.BitrateBps, Duration: w.p.TitleDuration, MIME: "video/mp4", PieceLength: w.p.PieceLength,
+			Now: func() time.Time { return time.Unix(1_700_000_000, 0) },
+		})
+		if err != nil {
+			return fmt.Errorf("publishing title %d: %w", i, err)
+		}
+		w.entries = append(w.entries, e)
+	}
+	return nil
+}
+
+// push pre-places the most popular titles on replicas spread across access nodes.
+func (w *workload) push(ctx context.Context) {
+	var cands []overlay.PeerInfo
+	byID := map[string]*emulator.Gateway{}
+	for _, g := range w.env.Fleet.Gateways {
+		if o := g.Overlay(); o != nil {
+			cands = append(cands, overlay.PeerInfo{ID: o.ID(), Labels: overlay.Labels{ISP: g.ISP, AccessNode: g.AccessNode}})
+			byID[o.ID().String()] = g
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, w.p.Warmup+time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for t := range w.p.Push.Titles {
+		e := w.entries[t]
+		// A different spread per title: rotate the candidates.
+		rot := slices.Clone(cands)
+		if len(rot) > 0 {
+			k := (t * 7) % len(rot)
+			rot = append(rot[k:], rot[:k]...)
+		}
+		for _, r := range vod.ChooseReplicas(rot, w.p.Push.Replicas, nil) {
+			g := byID[r.ID.String()]
+			wg.Go(func() {
+				if n := g.Node(); n != nil && n.VOD() != nil {
+					if err := n.VOD().Push(pctx, e); err != nil && ctx.Err() == nil {
+						w.mu.Lock()
+						w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s: %v", g.Name, err))
+						w.mu.Unlock()
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// schedule draws the viewers (same draws for every strategy: the generator is the
+// workload's own) and starts a goroutine per viewer at its arrival time.
+func (w *workload) schedule(ctx context.Context, env *emulator.Env) {
+	type arrival struct {
+		at    time.Duration
+		title int
+		gw    int
+	}
+	var arrivals []arrival
+	weights := make([]float64, w.p.Titles)
+	total := 0.0
+	for k := range weights {
+		weights[k] = 1 / math.Pow(float64(k+1), w.p.ZipfS)
+		total += weights[k]
+	}
+	zipf := func() int {
+		x := env.Rand.Float64() * total
+		for k, wt := range weights {
+			if x < wt {
+				return k
+			}
+			x -= wt
+		}
+		return len(weights) - 1
+	}
+	n := len(env.Fleet.Gateways)
+	if w.p.ArrivalRate > 0 {
+		for t := w.p.Warmup; ; {
+			t += time.Duration(env.Rand.ExpFloat64() / w.p.ArrivalRate * float64(time.Second))
+			if t >= env.Duration {
+				break
+			}
+			arrivals = append(arrivals, arrival{t, zipf(), env.Rand.IntN(n)})
+		}
+	}
+	fc := w.p.FlashCrowd
+	for range fc.Viewers {
+		at := w.p.Warmup + fc.At + time.Duration(env.Rand.Float64()*float64(fc.Over))
+		arrivals = append(arrivals, arrival{at, fc.Title, env.Rand.IntN(n)})
+	}
+	w.viewingFrom = env.Start.Add(w.p.Warmup)
+	for _, a := range arrivals {
+		s := &session{title: a.title, gw: env.Fleet.Gateways[a.gw], arrival: a.at, flash: a.title == fc.Title}
+		w.sessions = append(w.sessions, s)
+		w.wg.Go(func() {
+			if !sleepUntil(ctx, env.Start.Add(a.at)) {
+				return
+			}
+			w.play(ctx, s)
+		})
+	}
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	tm := time.NewTimer(time.Until(t))
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+func (w *workload) Wait() {
+	w.wg.Wait()
+	w.mu.Lock()
+	clients := w.clients
+	w.clients = nil
+	players := w.players
+	w.players = nil
+	w.mu.Unlock()
+	for _, ps := range players {
+		ps.shutdown()
+	}
+	for _, c := range clients {
+		if t, ok := c.Transport.(*origin.HTTP3Transport); ok {
+			_ = t.Close()
+		}
+	}
+	if w.srv != nil {
+		_ = w.srv.Close()
+	}
+	if w.dir != "" {
+		_ = os.RemoveAll(w.dir)
+	}
+}
+
+// counters sums the gateways' VoD counters, following apps across restarts.
+func (w *workload) counters() (originB, peerB, crossB int64) {
+	for _, g := range w.env.Fleet.Gateways {
+		c := w.stats[g]
+		if c == nil {
+			c = &gwCounters{}
+			w.stats[g] = c
+		}
+		var app *vod.App
+		if n := g.Node(); n != nil {
+			app = n.VOD()
+		}
+		if app != c.app {
+			c.origin += c.lastOrigin
+			c.peer += c.lastPeer
+			c.cross += c.lastX
+			c.lastOrigin, c.lastPeer, c.lastX = 0, 0, 0
+			c.app = app
+		}
+		if app != nil {
+			st := app.Stats()
+			c.lastOrigin, c.lastPeer, c.lastX = st.OriginBytes, st.PeerBytes, st.CrossISPPeer
+		}
+		originB += c.origin + c.lastOrigin
+		peerB += c.peer + c.lastPeer
+		crossB += c.cross + c.lastX
+	}
+	return
+}

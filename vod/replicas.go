@@ -1,0 +1,72 @@
+package vod
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/nanodc/nanodc/overlay"
+)
+
+// ChooseReplicas picks n gateways for a push, spread across access nodes (and ISPs): one per
+// access node in turn, ISPs interleaved, so that every neighbourhood gets a nearby copy
+// before any gets a second. Candidates must match every selector label (ISP, access_node
+// or an extra label). The choice is deterministic for a given candidate set.
+func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string) []overlay.PeerInfo {
+	byAN := map[string][]overlay.PeerInfo{}
+	var ans []string
+	for _, c := range cands {
+		if !matches(c.Labels, selector) {
+			continue
+		}
+		key := c.Labels.ISP + "/" + c.Labels.AccessNode
+		if _, ok := byAN[key]; !ok {
+			ans = append(ans, key)
+		}
+		byAN[key] = append(byAN[key], c)
+	}
+	for _, k := range ans {
+		slices.SortFunc(byAN[k], func(a, b overlay.PeerInfo) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	// Interleave ISPs: order access nodes by their rank inside their ISP, then by ISP.
+	rank := map[string]int{}
+	seen := map[string]int{}
+	slices.Sort(ans)
+	for _, k := range ans {
+		isp := byAN[k][0].Labels.ISP
+		rank[k] = seen[isp]
+		seen[isp]++
+	}
+	slices.SortStableFunc(ans, func(a, b string) int { return cmp.Compare(rank[a], rank[b]) })
+	var out []overlay.PeerInfo
+	for round := 0; len(out) < n; round++ {
+		added := false
+		for _, k := range ans {
+			if round < len(byAN[k]) && len(out) < n {
+				out = append(out, byAN[k][round])
+				added = true
+			}
+		}
+		if !added {
+			break
+		}
+	}
+	return out
+}
+
+func matches(l overlay.Labels, sel map[string]string) bool {
+	for k, v := range sel {
+		var got string
+		switch k {
+		case "isp":
+			got = l.ISP
+		case "access_node":
+			got = l.AccessNode
+		default:
+			got = l.Extra[k]
+		}
+		if got != v {
+			return false
+		}
+	}
+	return true
+}
