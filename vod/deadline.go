@@ -12,7 +12,7 @@ const (
 	horizon = 10 * time.Second
 	// guard is the margin the scheduler keeps between "the origin could still make it" and
 	// the deadline: the tick period plus timer and queueing noise.
-	guard = 250 * time.Millisecond
+	guard = 500 * time.Millisecond
 	// maxOriginPerTitle bounds concurrent gap fills per title: the access link is shared with
 	// the peers that are already delivering.
 	maxOriginPerTitle = 3
@@ -73,7 +73,10 @@ func (a *App) scheduleStream(s *stream, now time.Time) {
 			// The origin can still wait; later pieces have later deadlines.
 			break
 		}
-		if a.peerETA(ti, first, i) < slack-guard/2 {
+		// Peers keep the piece only when they will clearly make it: the estimate is an average
+		// over shared, bufferbloated uplinks, and a stall costs the viewer far more than a
+		// piece from the origin costs the provider.
+		if a.peerETA(ti, first, i) < slack/2 {
 			continue
 		}
 		if ti.originInflight() >= maxOriginPerTitle {
@@ -102,7 +105,12 @@ func (a *App) peerETA(ti *title, from, to int) time.Duration {
 			missing += t.PieceBytesMissing(j)
 		}
 	}
-	rate := max(ti.peerRate(), float64(holders)*a.opts.PeerRateGuess*0.5)
+	// The measured rate is what the peers deliver now (their uplinks are shared with every
+	// other downloader); the guess only stands in before there is a measurement.
+	rate := ti.peerRate()
+	if rate < 1 {
+		rate = float64(holders) * a.opts.PeerRateGuess * 0.25
+	}
 	return time.Duration(float64(missing) / rate * float64(time.Second))
 }
 

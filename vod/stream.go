@@ -65,9 +65,14 @@ func (s *stream) seek(off int64, startup time.Duration) {
 // them the player stalled, and it resumes from now.
 func (s *stream) advanced(n int) (late bool) {
 	now := time.Now()
-	s.firstByte.CompareAndSwap(0, now.UnixNano())
+	first := s.firstByte.CompareAndSwap(0, now.UnixNano())
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if first && now.Before(s.deadlineLocked(s.pos)) {
+		// A player may start as soon as it has bytes: from the first byte on, plan as if it
+		// plays from then (the earliest it can), not from the startup target.
+		s.anchor, s.anchorOff = now, s.pos
+	}
 	if d := s.deadlineLocked(s.pos); now.After(d.Add(50 * time.Millisecond)) {
 		late = true
 		s.anchor, s.anchorOff = now, s.pos

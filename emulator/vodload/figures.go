@@ -37,11 +37,27 @@ type Summary struct {
 	CrossISPBytes   int64          `json:"cross_isp_bytes"`
 	PushOriginBytes int64          `json:"push_origin_bytes"`
 	// GapFillBytes are the nanodc strategy's deadline fetches from the origin, and
-	// UnavoidableBytes those of them that no other gateway held at the time.
+	// UnavoidableBytes those of them that no other gateway could have supplied: none held the
+	// piece with a bitrate's worth of upload capacity unused in the last second.
 	GapFillBytes      int64    `json:"gap_fill_bytes"`
 	UnavoidableBytes  int64    `json:"unavoidable_origin_bytes"`
 	OriginServerBytes int64    `json:"origin_server_bytes"` // what the origin itself counted, pushes included
 	PushErrors        []string `json:"push_errors,omitempty"`
+	// Each viewer, for a closer look.
+	Viewers []ViewerFigures `json:"viewers"`
+}
+
+// ViewerFigures are one session's figures.
+type ViewerFigures struct {
+	Title    int     `json:"title"`
+	Gateway  string  `json:"gateway"`
+	ArrivalS float64 `json:"arrival_s"`
+	StartupS float64 `json:"startup_s"`
+	Stalls   int     `json:"stalls"`
+	StallS   float64 `json:"stall_s"`
+	WatchedS float64 `json:"watched_s"`
+	Received int64   `json:"received_bytes"`
+	Failed   string  `json:"failed,omitempty"`
 }
 
 // Sample records the per-second series: offload, origin and peer rates, viewers, demand
@@ -80,9 +96,16 @@ func (w *workload) Sample(rec *emulator.Recorder) {
 	}
 	rate := float64(w.p.BitrateBps) / 8
 	capacity := 0.0
+	if w.spareUp == nil {
+		w.spareUp, w.lastUp = map[*emulator.Gateway]float64{}, map[*emulator.Gateway]uint64{}
+	}
 	for _, g := range w.env.Fleet.Gateways {
+		up := float64(w.env.Fleet.Profile(g.Profile).Up.RateBps) / 8
+		sent := g.Host.Stats().Up.Bytes
+		w.spareUp[g] = up - float64(sent-w.lastUp[g])
+		w.lastUp[g] = sent
 		if g.Node() != nil {
-			capacity += float64(w.env.Fleet.Profile(g.Profile).Up.RateBps) / 8
+			capacity += up
 		}
 	}
 	demand := float64(receiving) * rate
@@ -142,6 +165,11 @@ func (w *workload) Summary() any {
 		s.StallSeconds += ss.stall.Seconds()
 		s.WatchSeconds += ss.watched.Seconds()
 		firstCopy[ss.title] = max(firstCopy[ss.title], ss.received)
+		if ss.active || ss.received > 0 || ss.failed != "" || ss.started {
+			s.Viewers = append(s.Viewers, ViewerFigures{Title: ss.title, Gateway: ss.gw.Name, ArrivalS: ss.arrival.Seconds(),
+				StartupS: ss.startup.Seconds(), Stalls: ss.stalls, StallS: ss.stall.Seconds(), WatchedS: ss.watched.Seconds(),
+				Received: ss.received, Failed: ss.failed})
+		}
 		received += ss.received
 		ss.mu.Unlock()
 	}

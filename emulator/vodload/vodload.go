@@ -122,6 +122,8 @@ type workload struct {
 	viewingFrom time.Time
 
 	players map[*vod.App]*pipeServer
+	spareUp map[*emulator.Gateway]float64 // uplink bytes/s left unused in the last second
+	lastUp  map[*emulator.Gateway]uint64
 
 	// per-second series inputs, and the counters when viewing began
 	lastOrigin, lastPeer                      int64
@@ -164,20 +166,26 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 			continue
 		}
 		if n := g.Node(); n != nil && n.VOD() != nil && n.VOD().HasPiece(f.CID, f.Piece) {
-			held = true
-			break
+			w.mu.Lock()
+			spare := w.spareUp[g]
+			w.mu.Unlock()
+			// A holder could have supplied the piece in time only with upload capacity to spare.
+			if spare >= float64(w.p.BitrateBps)/8 {
+				held = true
+				break
+			}
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !held {
-		w.unavoidable += f.Bytes
-	}
 	switch f.Reason {
 	case "push":
 		w.pushBytes += f.Bytes
 	default:
 		w.gapFills += f.Bytes
+		if !held {
+			w.unavoidable += f.Bytes
+		}
 	}
 }
 
