@@ -52,12 +52,19 @@ type gateway struct {
 
 func newFixture(t *testing.T, size int, bitrate int64) *fixture {
 	t.Helper()
-	f := &fixture{t: t, vn: vnet.New(vnet.Options{Seed: 7})}
+	data := make([]byte, size)
+	rand.Read(data)
+	return newFixtureFile(t, data, bitrate)
+}
+
+// newFixtureFile publishes data (at bitrate) as the title "clip.mp4".
+func newFixtureFile(t *testing.T, data []byte, bitrate int64) *fixture {
+	t.Helper()
+	size := len(data)
+	f := &fixture{t: t, vn: vnet.New(vnet.Options{Seed: 7}), file: data}
 	t.Cleanup(func() { f.vn.Close() })
 	f.up.Store(true)
 	dir := t.TempDir()
-	f.file = make([]byte, size)
-	rand.Read(f.file)
 	path := filepath.Join(dir, "clip.mp4")
 	if err := os.WriteFile(path, f.file, 0o644); err != nil {
 		t.Fatal(err)
