@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod/catalog"
 )
 
 // Status is the answer of GET /api/v1/status.
@@ -27,6 +28,14 @@ type Status struct {
 	ConnectedPeers   int            `json:"connected_peers"`
 	RoutingTableSize int            `json:"routing_table_size"`
 	PubSubPeers      int            `json:"pubsub_peers"`
+	VOD              *VODStatus     `json:"vod,omitempty"`
+}
+
+// VODStatus is the VoD app's part of the status.
+type VODStatus struct {
+	Addr     string `json:"addr"` // where home players fetch /vod/{title}
+	Strategy string `json:"strategy"`
+	Titles   int    `json:"titles"`
 }
 
 // Peer is one entry of GET /api/v1/peers and of the providers listing.
@@ -55,6 +64,10 @@ func (n *Node) apiHandler() http.Handler {
 	mux.Handle("/api/v1/dht", method("GET", n.handleDHT))
 	mux.Handle("/api/v1/dht/provide", method("POST", n.handleProvide))
 	mux.Handle("/api/v1/dht/providers/{cid}", method("GET", n.handleProviders))
+	mux.Handle("GET /api/v1/vod/stats", n.requireVOD(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, n.vod.Stats())
+	}))
+	mux.Handle("/api/v1/vod/titles", n.requireVOD(n.handleVODTitles))
 	mux.Handle("/metrics", method("GET", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
@@ -104,10 +117,52 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
+func (n *Node) requireVOD(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.vod == nil {
+			writeError(w, http.StatusNotFound, "the VoD app is not enabled on this gateway (vod.enabled)")
+			return
+		}
+		h(w, r)
+	})
+}
+
+// handleVODTitles lists the titles (GET) or adds a signed catalog entry (POST).
+func (n *Node) handleVODTitles(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		n.vod.Handler().ServeHTTP(w, r)
+	case http.MethodPost:
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, catalog.MaxEntrySize))
+		if err != nil {
+			writeError(w, http.StatusRequestEntityTooLarge, "reading catalog entry: "+err.Error())
+			return
+		}
+		e, err := catalog.Decode(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if err := n.vod.AddTitle(e); err != nil {
+			writeError(w, http.StatusForbidden, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"cid": e.CID, "name": e.Name})
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed, use GET or POST", r.Method))
+	}
+}
+
 // StatusNow reports the node's current status.
 func (n *Node) StatusNow() Status {
 	o := n.overlay
+	var vs *VODStatus
+	if n.vod != nil {
+		vs = &VODStatus{Addr: n.VODAddr(), Strategy: string(n.vod.Strategy()), Titles: len(n.vod.Titles())}
+	}
 	return Status{
+		VOD:              vs,
 		PeerID:           o.ID().String(),
 		Addrs:            strs(o.Addrs()),
 		Version:          n.opts.Version,

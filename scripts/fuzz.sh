@@ -6,6 +6,6 @@ T=${1:-30s}
 for pkg in $(go list ./...); do
   for f in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     echo "== $pkg $f"
-    go test "$pkg" -run '^$' -fuzz "^$f\$" -fuzztime "$T"
+    go test "$pkg" -run '^$' -fuzz "^$f\$" -fuzztime "$T" -fuzzminimizetime 2s
   done
 done

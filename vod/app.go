@@ -191,6 +191,8 @@ func New(opts Options) (_ *App, err error) {
 	if err := a.loadTitles(); err != nil {
 		return nil, err
 	}
+	a.ov.Host().SetStreamHandler(PushProtocol, a.handlePush)
+	a.wg.Go(a.announceGateway)
 	return a, nil
 }
 
@@ -279,6 +281,7 @@ func (a *App) Serve(ctx context.Context) error {
 // Close stops streams, the torrent client (before its listener, as anacrolix requires) and
 // saves the cache state.
 func (a *App) Close() error {
+	a.ov.Host().RemoveStreamHandler(PushProtocol)
 	a.cancel()
 	a.wg.Wait()
 	var errs []error

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ type fixture struct {
 	served atomic.Int64
 	file   []byte
 	entry  *catalog.Entry
+	key    crypto.PrivKey
 }
 
 type gateway struct {
@@ -82,6 +84,7 @@ func newFixtureFile(t *testing.T, data []byte, bitrate int64) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.key = key
 	f.entry, err = catalog.Publish(context.Background(), path, catalog.PublishOptions{
 		Key: key, OriginBase: f.origin.URL, BitrateBps: bitrate, MIME: "video/mp4",
 		Duration:    time.Duration(float64(size*8) / float64(bitrate) * float64(time.Second)),
@@ -351,4 +354,83 @@ func TestHostilePeerIsBanned(t *testing.T) {
 	if len(banned) != 1 || banned[0] != bad.ov.ID() {
 		t.Fatalf("victim banned %v, want the hostile gateway %s", banned, bad.ov.ID())
 	}
+}
+
+// TestPushReplicas: a provider node finds the VoD gateways through the DHT, pushes a title to
+// two of them spread across access nodes, and a gateway refuses a push from anyone else.
+func TestPushReplicas(t *testing.T) {
+	f := newFixture(t, 1<<20, 2e6)
+	var gws []*gateway
+	for range 4 {
+		gws = append(gws, f.addGateway(vod.Options{}))
+	}
+	f.waitRoutable()
+	provider := f.providerNode()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var reps []vod.Replica
+	for ctx.Err() == nil {
+		var err error
+		reps, err = vod.PushReplicas(ctx, provider, f.entry, 2, nil)
+		if err == nil && len(reps) == 2 {
+			break
+		}
+		time.Sleep(300 * time.Millisecond) // gateways announce themselves as they start
+	}
+	if len(reps) != 2 {
+		t.Fatalf("pushed to %d gateways, want 2", len(reps))
+	}
+	for _, r := range reps {
+		if r.Status != "ok" || r.Bytes != int64(len(f.file)) {
+			t.Fatalf("replica %s: %+v", r.Peer, r)
+		}
+	}
+	pinned := 0
+	for _, g := range gws {
+		for _, ts := range g.app.Stats().Titles {
+			if ts.Pinned && ts.CachedBytes == int64(len(f.file)) {
+				pinned++
+			}
+		}
+	}
+	if pinned != 2 {
+		t.Fatalf("%d gateways hold the pinned title, want 2", pinned)
+	}
+	// A gateway pushing someone else's title is refused, with the reason.
+	res, err := vod.PushTo(ctx, gws[0].ov.Host(), gws[1].ov.ID(), f.entry)
+	if err != nil || res.OK || !strings.Contains(res.Error, "may only push its own titles") {
+		t.Fatalf("foreign push: %+v, %v", res, err)
+	}
+}
+
+// providerNode is an overlay node holding the provider's key (the identity a push proves).
+func (f *fixture) providerNode() *overlay.Overlay {
+	t := f.t
+	t.Helper()
+	ip := net.IPv4(127, 43, 1, 1)
+	link := vnet.LinkConfig{RateBps: 100e6, QueueBytes: 200_000, Delay: 2 * time.Millisecond}
+	h, err := f.vn.AddHost(vnet.HostConfig{IP: ip, Site: "datacenter", Up: link, Down: link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := overlay.New(overlay.Config{
+		PrivKey:       f.key,
+		PacketNetwork: h,
+		ListenAddrs:   []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/%s/udp/4001/quic-v1", ip))},
+		Bootstrap:     []peer.AddrInfo{{ID: f.nodes[0].ov.ID(), Addrs: f.nodes[0].ov.Addrs()}},
+		DHTMode:       overlay.DHTClient,
+		PingInterval:  time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go o.Serve(ctx)
+	t.Cleanup(func() { cancel(); o.Close() })
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := o.WaitRoutable(wctx); err != nil {
+		t.Fatal(err)
+	}
+	return o
 }

@@ -29,7 +29,7 @@ catalog (one entry and one .torrent per title, the origin as the torrent's webse
 origin server that serves the files, and list the catalog.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newVodKeygenCmd(), newVodPublishCmd(), newVodOriginCmd(), newVodCatalogCmd())
+	cmd.AddCommand(newVodKeygenCmd(), newVodPublishCmd(), newVodOriginCmd(), newVodCatalogCmd(), newVodPushCmd(), newVodAddCmd())
 	return cmd
 }
 

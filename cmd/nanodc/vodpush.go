@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/spf13/cobra"
+
+	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod"
+	"github.com/nanodc/nanodc/vod/catalog"
+)
+
+func newVodPushCmd() *cobra.Command {
+	var (
+		catalogDir, keyPath string
+		bootstrap, selector []string
+		listen              string
+		replicas            int
+		timeout             time.Duration
+		asJSON              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "push TITLE --replicas N --catalog DIR --key PROVIDER_KEY --bootstrap ADDR...",
+		Short: "Pre-place a title on N gateways, spread across access nodes, ahead of demand",
+		Long: `Join the overlay as the provider (its key is the identity gateways check), find the
+gateways running the VoD app through the DHT, choose N of them spread across access nodes
+(and ISPs) among those matching --selector, and push the title to them: each fills it
+completely (from peers where they have it, else from the origin) and pins it. Prints one
+line per gateway: ok, failed (with the gateway's reason) or unreachable. TITLE is a CID,
+an infohash or a name from the catalog. Exit status 1 when any replica did not succeed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if replicas < 1 {
+				return errors.New("--replicas: must be at least 1")
+			}
+			if len(bootstrap) == 0 {
+				return errors.New("--bootstrap: at least one gateway or bootstrap address is needed to join the overlay")
+			}
+			sel := map[string]string{}
+			for _, kv := range selector {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--selector %q: want label=value (isp, access_node or an extra label)", kv)
+				}
+				sel[k] = v
+			}
+			var boot []peer.AddrInfo
+			for _, s := range bootstrap {
+				ai, err := peer.AddrInfoFromString(s)
+				if err != nil {
+					return fmt.Errorf("--bootstrap %q: want a multiaddr ending in /p2p/<peer ID>: %w", s, err)
+				}
+				boot = append(boot, *ai)
+			}
+			store, err := catalog.OpenStore(catalogDir)
+			if err != nil {
+				return err
+			}
+			entry, err := store.Get(args[0])
+			if err != nil {
+				return err
+			}
+			key, err := catalog.LoadKey(keyPath)
+			if err != nil {
+				return err
+			}
+			if id, _ := peer.IDFromPrivateKey(key); id.String() != entry.Provider {
+				return fmt.Errorf("--key is provider %s but %q was published by %s: gateways only accept a provider's own titles", id, entry.Name, entry.Provider)
+			}
+			ov, err := overlay.New(overlay.Config{
+				PrivKey:     key,
+				ListenAddrs: []ma.Multiaddr{ma.StringCast(listen)},
+				Bootstrap:   boot,
+				DHTMode:     overlay.DHTClient,
+				Version:     version,
+			})
+			if err != nil {
+				return err
+			}
+			defer ov.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			go ov.Serve(ctx)
+			if err := ov.WaitRoutable(ctx); err != nil {
+				return fmt.Errorf("joining the overlay through %v: %w", bootstrap, err)
+			}
+			reps, err := vod.PushReplicas(ctx, ov, entry, replicas, sel)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(reps); err != nil {
+					return err
+				}
+			} else {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "GATEWAY\tISP\tACCESS NODE\tSTATUS\tBYTES\tFROM ORIGIN\tSECONDS\tERROR")
+				for _, r := range reps {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%s\n", r.Peer, orDash(r.Labels.ISP), orDash(r.Labels.AccessNode), r.Status, r.Bytes, r.OriginBytes, r.Seconds, r.Error)
+				}
+				tw.Flush()
+			}
+			failed := 0
+			for _, r := range reps {
+				if r.Status != "ok" {
+					failed++
+				}
+			}
+			if failed > 0 || len(reps) < replicas {
+				return fmt.Errorf("%d of %d replicas pushed (%d wanted)", len(reps)-failed, len(reps), replicas)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&catalogDir, "catalog", "", "catalog directory written by `vod publish`")
+	fl.StringVar(&keyPath, "key", "", "the provider key that published the title")
+	fl.StringSliceVar(&bootstrap, "bootstrap", nil, "multiaddr of a gateway or bootstrap node, ending in /p2p/<id> (repeatable)")
+	fl.StringSliceVar(&selector, "selector", nil, "only gateways with this label, label=value (repeatable)")
+	fl.IntVar(&replicas, "replicas", 3, "how many gateways get the title")
+	fl.StringVar(&listen, "listen", "/ip4/0.0.0.0/udp/0/quic-v1", "where the provider's temporary node listens")
+	fl.DurationVar(&timeout, "timeout", 20*time.Minute, "give up after this long")
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	_ = cmd.MarkFlagRequired("catalog")
+	_ = cmd.MarkFlagRequired("key")
+	return cmd
+}
+
+func newVodAddCmd() *cobra.Command {
+	var cf clientFlags
+	var catalogDir, dataDir string
+	cmd := &cobra.Command{
+		Use:   "add TITLE... --catalog DIR --data NODE_DATA",
+		Short: "Add titles of a catalog to a running gateway, so that its home players can stream them",
+		Long: `Send signed catalog entries to a running gateway's management API. The gateway checks
+each signature (and that the provider is one it trusts, vod.providers) before accepting it;
+the title is then streamable at /vod/{title} and fetched on first play. TITLE is a CID, an
+infohash or a name.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := catalog.OpenStore(catalogDir)
+			if err != nil {
+				return err
+			}
+			c, err := cf.client(cmd)
+			if err != nil {
+				return err
+			}
+			for _, ref := range args {
+				e, err := store.Get(ref)
+				if err != nil {
+					return err
+				}
+				raw, err := e.Encode()
+				if err != nil {
+					return err
+				}
+				var out map[string]string
+				if err := c.do("POST", "/api/v1/vod/titles", json.RawMessage(raw), &out); err != nil {
+					return fmt.Errorf("adding %q: %w", e.Name, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s)\n", out["name"], out["cid"])
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&catalogDir, "catalog", "", "catalog directory written by `vod publish`")
+	cmd.Flags().StringVar(&dataDir, "data", "", "the running node's data directory")
+	_ = cmd.MarkFlagRequired("catalog")
+	return cmd
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nanodc/nanodc/internal/testmedia"
+)
+
+// TestVodPushAndStream is the provider's and the viewer's path with real processes: publish a
+// real clip, push it to two gateways spread across access nodes, add it to a third, take the
+// origin down, and stream it from the third (peers only) with ffprobe and a plain GET.
+func TestVodPushAndStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	testmedia.Require(t, "ffmpeg", "ffprobe")
+	bin := buildBinary(t)
+	root := t.TempDir()
+	media, cat, key := filepath.Join(root, "media"), filepath.Join(root, "catalog"), filepath.Join(root, "provider.key")
+	if err := os.Mkdir(media, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clip, err := testmedia.Generate(media, testmedia.Options{Duration: 8 * time.Second, BitrateBps: 500_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(clip)
+	if _, err := run(t, bin, nil, "vod", "keygen", "--out", key); err != nil {
+		t.Fatal(err)
+	}
+	originLog := &lockedBuffer{}
+	origin := exec.Command(bin, "vod", "origin", "--dir", media, "--listen", "127.0.0.1:0")
+	origin.Stdout, origin.Stderr = originLog, originLog
+	if err := origin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = origin.Process.Kill(); _ = origin.Wait() })
+	addrRE := regexp.MustCompile(`origin serving HTTP" addr=(127\.0\.0\.1:\d+)`)
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
+		if m := addrRE.FindStringSubmatch(originLog.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("origin did not report its address:\n%s", originLog)
+		}
+	}
+	if _, err := run(t, bin, nil, "vod", "publish", clip, "--key", key, "--origin", "http://"+addr+"/", "--catalog", cat); err != nil {
+		t.Fatal(err)
+	}
+	title := filepath.Base(clip)
+
+	cfg := filepath.Join(root, "node.yaml")
+	if err := os.WriteFile(cfg, []byte(loopbackYAML+"vod: {enabled: true, listen: \"127.0.0.1:0\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seed := startDaemon(t, bin, cfg, "--isp", "isp-a", "--access-node", "an-1")
+	var st struct {
+		PeerID string   `json:"peer_id"`
+		Addrs  []string `json:"addrs"`
+	}
+	if err := json.Unmarshal(seed.query(t, bin, "status", "--json"), &st); err != nil {
+		t.Fatal(err)
+	}
+	_ = []*daemon{seed,
+		startDaemon(t, bin, cfg, "--bootstrap", st.Addrs[0], "--isp", "isp-a", "--access-node", "an-2"),
+		startDaemon(t, bin, cfg, "--bootstrap", st.Addrs[0], "--isp", "isp-b", "--access-node", "an-3"),
+	}
+	viewer := startDaemon(t, bin, cfg, "--bootstrap", st.Addrs[0], "--isp", "isp-b", "--access-node", "an-3")
+
+	// Push to two gateways; retried while the gateways still announce themselves in the DHT.
+	var reps []replicaOut
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(time.Second) {
+		out, err := run(t, bin, nil, "vod", "push", title, "--replicas", "2", "--catalog", cat, "--key", key,
+			"--bootstrap", st.Addrs[0], "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--json", "--timeout", "60s")
+		if err == nil && json.Unmarshal(out, &reps) == nil && len(reps) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vod push: %v\n%s", err, out)
+		}
+	}
+	if reps[0].Labels.ISP == reps[1].Labels.ISP {
+		t.Errorf("replicas %+v: want them in different ISPs", reps)
+	}
+	for _, r := range reps {
+		if r.Status != "ok" || r.Bytes != int64(len(want)) {
+			t.Fatalf("replica %+v", r)
+		}
+	}
+	var vst struct {
+		PeerID string `json:"peer_id"`
+		VOD    struct {
+			Addr string `json:"addr"`
+		} `json:"vod"`
+	}
+	if err := json.Unmarshal(viewer.query(t, bin, "status", "--json"), &vst); err != nil || vst.VOD.Addr == "" {
+		t.Fatalf("viewer status: %v %+v", err, vst)
+	}
+	if slices.ContainsFunc(reps, func(r replicaOut) bool {
+		return r.Peer == vst.PeerID
+	}) {
+		t.Fatal("the viewer is not meant to be a replica")
+	}
+	if out, err := run(t, bin, nil, "vod", "add", title, "--catalog", cat, "--data", viewer.data); err != nil {
+		t.Fatalf("vod add: %v\n%s", err, out)
+	}
+
+	// The origin goes away: the viewer's gateway must stream from its peers.
+	_ = origin.Process.Kill()
+	_ = origin.Wait()
+	url := "http://" + vst.VOD.Addr + "/vod/" + title
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	info, err := testmedia.Probe(ctx, url)
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", url, err)
+	}
+	if v, ok := info.Stream("video"); !ok || v.CodecName != "h264" {
+		t.Fatalf("ffprobe streams %+v", info.Streams)
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(want) {
+		t.Fatalf("GET %s: %d bytes (want %d), err %v", url, len(got), len(want), err)
+	}
+	if !bytes.Contains(viewer.query(t, bin, "status", "--json"), []byte(`"strategy": "nanodc"`)) {
+		t.Error("status does not show the VoD strategy")
+	}
+}
+
+// replicaOut is one line of `vod push --json`.
+type replicaOut struct {
+	Peer   string `json:"peer_id"`
+	Status string `json:"status"`
+	Bytes  int64  `json:"bytes"`
+	Labels struct {
+		ISP        string `json:"isp"`
+		AccessNode string `json:"access_node"`
+	} `json:"labels"`
+}

@@ -1,0 +1,251 @@
+package vod
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/multiformats/go-multihash"
+
+	"github.com/nanodc/nanodc/overlay"
+	"github.com/nanodc/nanodc/vod/catalog"
+)
+
+// PushProtocol is how a provider pre-places a title on a gateway: the request carries the
+// signed catalog entry; the gateway fills the title completely, pins it, and answers.
+const PushProtocol protocol.ID = "/nanodc/vod/push/1.0.0"
+
+// maxPushRequest bounds a push request: one catalog entry and a little framing.
+const maxPushRequest = catalog.MaxEntrySize + 4<<10
+
+// PushTimeout bounds how long a gateway works on one push.
+const PushTimeout = 15 * time.Minute
+
+// GatewaysCID is the DHT key every gateway running the VoD app provides, so that a provider
+// can find the fleet's gateways (and, from their labels, spread its replicas).
+var GatewaysCID = func() cid.Cid {
+	h, _ := multihash.Sum([]byte("/nanodc/vod/gateways/1"), multihash.SHA2_256, -1)
+	return cid.NewCidV1(cid.Raw, h)
+}()
+
+type pushRequest struct {
+	Entry json.RawMessage `json:"entry"`
+}
+
+// PushResult is a gateway's answer to a push.
+type PushResult struct {
+	OK          bool    `json:"ok"`
+	Error       string  `json:"error,omitempty"`
+	Bytes       int64   `json:"bytes"`        // the title's bytes now held
+	OriginBytes int64   `json:"origin_bytes"` // of which fetched from the origin for this push
+	Seconds     float64 `json:"seconds"`
+}
+
+func writeFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var hdr [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(hdr[:], uint64(len(b)))
+	if _, err := w.Write(hdr[:n]); err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func readFrame(r *bufio.Reader, limit int) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading frame length: %w", err)
+	}
+	if n > uint64(limit) {
+		return nil, fmt.Errorf("frame of %d bytes exceeds the limit of %d", n, limit)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("reading %d-byte frame: %w", n, err)
+	}
+	return b, nil
+}
+
+// decodePushRequest reads a push request from an untrusted peer.
+func decodePushRequest(r io.Reader) (*catalog.Entry, error) {
+	b, err := readFrame(bufio.NewReader(r), maxPushRequest)
+	if err != nil {
+		return nil, fmt.Errorf("push request: %w", err)
+	}
+	var req pushRequest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, fmt.Errorf("push request: %w", err)
+	}
+	if len(req.Entry) == 0 {
+		return nil, errors.New("push request: entry: missing")
+	}
+	e, err := catalog.Decode(req.Entry)
+	if err != nil {
+		return nil, fmt.Errorf("push request: %w", err)
+	}
+	return e, nil
+}
+
+// handlePush serves PushProtocol: only a trusted provider may push, and only its own titles
+// (the secure channel proves the remote peer ID; the entry's signature proves the title).
+func (a *App) handlePush(s network.Stream) {
+	defer s.Close()
+	remote := s.Conn().RemotePeer()
+	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
+	e, err := decodePushRequest(s)
+	_ = s.SetReadDeadline(time.Time{})
+	res := PushResult{}
+	switch {
+	case err != nil:
+		res.Error = err.Error()
+	case e.Provider != remote.String():
+		res.Error = fmt.Sprintf("push refused: %s may only push its own titles, %q is %s's", remote, e.Name, e.Provider)
+	case len(a.opts.Providers) > 0 && !containsPeer(a.opts.Providers, remote):
+		res.Error = fmt.Sprintf("push refused: provider %s is not trusted on this gateway", remote)
+	default:
+		start := time.Now()
+		before := a.origin.bytes.Load()
+		ctx, cancel := context.WithTimeout(a.ctx, PushTimeout)
+		err = a.Push(ctx, e)
+		cancel()
+		res.Seconds = time.Since(start).Seconds()
+		res.OriginBytes = a.origin.bytes.Load() - before
+		if err != nil {
+			res.Error = err.Error()
+		} else {
+			res.OK = true
+		}
+		if ti, ok := a.lookup(e.CID); ok {
+			a.mu.Lock()
+			if ti.t != nil {
+				res.Bytes = ti.t.BytesCompleted()
+			}
+			a.mu.Unlock()
+		}
+	}
+	if !res.OK {
+		a.log.Warn("vod: push", "from", remote, "err", res.Error)
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_ = writeFrame(s, res)
+}
+
+func containsPeer(ids []peer.ID, id peer.ID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// PushTo asks gateway id to pre-place e, and waits for its answer.
+func PushTo(ctx context.Context, h host.Host, id peer.ID, e *catalog.Entry) (PushResult, error) {
+	raw, err := e.Encode()
+	if err != nil {
+		return PushResult{}, err
+	}
+	s, err := h.NewStream(ctx, id, PushProtocol)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("unreachable: %w", err)
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	if err := writeFrame(s, pushRequest{Entry: raw}); err != nil {
+		_ = s.Reset()
+		return PushResult{}, fmt.Errorf("sending push: %w", err)
+	}
+	_ = s.CloseWrite()
+	b, err := readFrame(bufio.NewReader(s), 64<<10)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("push answer: %w", err)
+	}
+	var res PushResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		return PushResult{}, fmt.Errorf("push answer: %w", err)
+	}
+	return res, nil
+}
+
+// Replica is one gateway's outcome of a fleet push.
+type Replica struct {
+	Peer        peer.ID        `json:"peer_id"`
+	Labels      overlay.Labels `json:"labels"`
+	Status      string         `json:"status"` // ok, failed, unreachable
+	Error       string         `json:"error,omitempty"`
+	Bytes       int64          `json:"bytes"`
+	OriginBytes int64          `json:"origin_bytes"`
+	Seconds     float64        `json:"seconds"`
+}
+
+// PushReplicas finds the fleet's VoD gateways, chooses n of them spread across access nodes
+// (matching selector) and pushes e to all of them in parallel.
+func PushReplicas(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, n int, selector map[string]string) ([]Replica, error) {
+	found, err := ov.FindProviders(ctx, GatewaysCID, 0)
+	if err != nil {
+		return nil, fmt.Errorf("finding gateways: %w", err)
+	}
+	chosen := ChooseReplicas(found, n, selector)
+	if len(chosen) == 0 {
+		return nil, fmt.Errorf("no gateway matches (found %d running the VoD app)", len(found))
+	}
+	out := make([]Replica, len(chosen))
+	var wg sync.WaitGroup
+	for i, g := range chosen {
+		wg.Go(func() {
+			r := Replica{Peer: g.ID, Labels: g.Labels}
+			res, err := PushTo(ctx, ov.Host(), g.ID, e)
+			switch {
+			case err != nil:
+				r.Status, r.Error = "unreachable", err.Error()
+			case !res.OK:
+				r.Status, r.Error = "failed", res.Error
+			default:
+				r.Status = "ok"
+			}
+			r.Bytes, r.OriginBytes, r.Seconds = res.Bytes, res.OriginBytes, res.Seconds
+			out[i] = r
+		})
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// announceGateway provides GatewaysCID once the overlay can, and again every few hours (DHT
+// provider records expire).
+func (a *App) announceGateway() {
+	for {
+		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+		err := a.ov.Provide(ctx, GatewaysCID)
+		cancel()
+		wait := 6 * time.Hour
+		if err != nil {
+			wait = 5 * time.Second
+		}
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
