@@ -77,7 +77,6 @@ func TestVodPushAndStream(t *testing.T) {
 		startDaemon(t, bin, cfg, "--bootstrap", st.Addrs[0], "--isp", "isp-a", "--access-node", "an-2"),
 		startDaemon(t, bin, cfg, "--bootstrap", st.Addrs[0], "--isp", "isp-b", "--access-node", "an-3"),
 	}
-	viewer := startDaemon(t, bin, cfg, "--bootstrap", st.Addrs[0], "--isp", "isp-b", "--access-node", "an-3")
 
 	// Push to two gateways; retried while the gateways still announce themselves in the DHT.
 	var reps []replicaOut
@@ -99,6 +98,8 @@ func TestVodPushAndStream(t *testing.T) {
 			t.Fatalf("replica %+v", r)
 		}
 	}
+	// The viewer's gateway joins after the push (so it cannot be a replica).
+	viewer := startDaemon(t, bin, cfg, "--bootstrap", st.Addrs[0], "--isp", "isp-b", "--access-node", "an-3")
 	var vst struct {
 		PeerID string `json:"peer_id"`
 		VOD    struct {
