@@ -23,11 +23,13 @@ test: deps
 test-short:
 	$(GO) test -count=1 -short $(PKGS)
 
-# The main job: a fleet of real daemon processes on loopback, then an emulated fleet of 20
-# gateways behind shaped DSL links with workloads and faults (report in runs/demo-emulated).
+# The main job: real daemon processes on loopback (overlay, DHT, a video pushed to gateways and
+# streamed from peers), then an emulated flash crowd of 40 ADSL2+ gateways run once per VoD
+# strategy (cdn-only, bittorrent, nanodc), ending with the comparison table (report in
+# runs/demo-vod/report.html).
 demo: deps build
 	BIN=$(BIN) scripts/demo.sh
-	$(BIN) emulate --scenario emulator/scenarios/smoke.yaml --out runs/demo-emulated
+	$(BIN) emulate --scenario emulator/scenarios/vod-demo.yaml --out runs/demo-vod
 
 bench: deps
 	scripts/bench.sh

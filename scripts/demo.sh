@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make demo: start a small local fleet of real `nanodc node` processes on loopback and show
-# them finding each other, measuring RTT, and locating content through the DHT.
+# make demo, part 1: a small local fleet of real `nanodc node` processes on loopback: they find
+# each other, measure RTT and locate content through the DHT; then a video provider publishes
+# a clip, pushes it to two gateways, and a third gateway streams it from them with the origin
+# switched off. (Part 2, in the Makefile, is the emulated flash crowd.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/nanodc}
@@ -21,6 +23,7 @@ mdns: false
 nat: {port_map: false, hole_punching: false, relay_client: false, autonat: false}
 api: {listen: "127.0.0.1:0"}
 ping_interval: 2s
+vod: {enabled: true, listen: "127.0.0.1:0"}
 YAML
 
 start_node() { # index isp access_node [bootstrap]
@@ -64,8 +67,35 @@ echo "== node1 looks it up"
 want=$("$BIN" node status --data "$DIR/node$((N - 1))" --json | sed -n 's/.*"peer_id": "\([^"]*\)".*/\1/p')
 grep -q "$want" "$DIR/providers.txt" || { echo "FAIL: provider not found"; exit 1; }
 
+echo; echo "== video provider: key, a 20 s clip, origin, signed catalog"
+ffmpeg -v error -y -f lavfi -i testsrc2=size=426x240:rate=25 -f lavfi -i sine=frequency=440 -t 20 \
+  -c:v libx264 -preset ultrafast -b:v 600k -g 25 -c:a aac -b:a 64k -movflags +faststart "$DIR/clip.mp4"
+mkdir -p "$DIR/media" && mv "$DIR/clip.mp4" "$DIR/media/"
+"$BIN" vod keygen --out "$DIR/provider.key"
+"$BIN" vod origin --dir "$DIR/media" --listen 127.0.0.1:0 >"$DIR/origin.log" 2>&1 &
+ORIGIN_PID=$!; pids+=($ORIGIN_PID)
+for _ in $(seq 50); do ORIGIN=$(sed -n 's/.*origin serving HTTP" addr=\(127[0-9.:]*\).*/\1/p' "$DIR/origin.log"); [ -n "$ORIGIN" ] && break; sleep 0.1; done
+"$BIN" vod publish "$DIR/media/clip.mp4" --key "$DIR/provider.key" --origin "http://$ORIGIN/" --catalog "$DIR/catalog"
+echo; echo "== the provider pushes the clip to 2 gateways in different neighbourhoods"
+for _ in $(seq 10); do
+  "$BIN" vod push clip.mp4 --replicas 2 --catalog "$DIR/catalog" --key "$DIR/provider.key" \
+    --bootstrap "$SEED" --listen /ip4/127.0.0.1/udp/0/quic-v1 --timeout 60s && break
+  sleep 1
+done
+VIEWER=$((N - 1))
+"$BIN" vod add clip.mp4 --catalog "$DIR/catalog" --data "$DIR/node$VIEWER"
+echo "== origin switched off; node$VIEWER streams the clip from its peers"
+kill "$ORIGIN_PID"
+VOD=$("$BIN" node status --data "$DIR/node$VIEWER" --json | sed -n '/"vod"/,/}/s/.*"addr": "\([^"]*\)".*/\1/p')
+ffprobe -v error -show_entries format=duration,format_name:stream=codec_name,width,height -of compact "http://$VOD/vod/clip.mp4"
+curl -sf -o "$DIR/streamed.mp4" "http://$VOD/vod/clip.mp4"
+cmp "$DIR/streamed.mp4" "$DIR/media/clip.mp4" && echo "streamed copy is byte-identical ($(stat -c %s "$DIR/streamed.mp4") bytes)"
+curl -sf -H "Range: bytes=1000-1999" "http://$VOD/vod/clip.mp4" | cmp - <(tail -c +1001 "$DIR/media/clip.mp4" | head -c 1000) && echo "range request OK"
+TOKEN=$(cat "$DIR/node$VIEWER/api-token"); API=$(cat "$DIR/node$VIEWER/api.addr")
+curl -sf -H "Authorization: Bearer $TOKEN" "http://$API/api/v1/vod/stats" | sed -n 's/^  "\(origin_bytes\|peer_bytes\|strategy\)": \(.*\),$/  \1: \2/p'
+
 echo; echo "== stopping the fleet (SIGINT)"
 cleanup
 trap - EXIT
 for i in $(seq 0 $((N - 1))); do grep -q "node stopped" "$DIR/node$i/log" || { echo "node$i did not stop cleanly"; exit 1; }; done
-echo "demo OK: $N gateways found each other, measured RTTs and located content via the DHT"
+echo "demo OK: $N gateways found each other, measured RTTs, located content via the DHT and streamed a pushed clip from peers"

@@ -72,6 +72,9 @@ type Options struct {
 	// PeerRateGuess is the upload rate assumed for a peer before one was measured. Default
 	// 1 Mbit/s (a DSL uplink).
 	PeerRateGuess float64
+	// AnnounceJitter is the most a gateway waits, at random, before announcing itself as a
+	// VoD gateway in the DHT. Default 10 s; negative: no wait.
+	AnnounceJitter time.Duration
 	// OnOriginFetch, when set, is told about every piece fetched from the origin.
 	OnOriginFetch func(OriginFetch)
 	Logger        *slog.Logger
@@ -106,6 +109,10 @@ func (o *Options) setDefaults() error {
 	if o.PeerRateGuess <= 0 {
 		o.PeerRateGuess = 1e6 / 8
 	}
+	if o.AnnounceJitter == 0 {
+		o.AnnounceJitter = 10 * time.Second
+	}
+	o.AnnounceJitter = max(o.AnnounceJitter, 0)
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = 10 << 30
 	}

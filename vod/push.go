@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -234,6 +235,13 @@ func PushReplicas(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, n 
 // announceGateway provides GatewaysCID once the overlay can, and again every few hours (DHT
 // provider records expire).
 func (a *App) announceGateway() {
+	// A random start spreads a fleet's announcements (after a mass reboot, or in the
+	// emulator) instead of sending every gateway to the same DHT nodes at once.
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-time.After(time.Duration(rand.Int64N(int64(a.opts.AnnounceJitter) + 1))):
+	}
 	for {
 		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
 		err := a.ov.Provide(ctx, GatewaysCID)

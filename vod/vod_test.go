@@ -141,6 +141,9 @@ func (f *fixture) addGateway(opts vod.Options) *gateway {
 	go g.ov.Serve(ctx)
 	t.Cleanup(func() { cancel(); g.ov.Close() })
 	opts.Overlay, opts.Dir = g.ov, g.dir
+	if opts.AnnounceJitter == 0 {
+		opts.AnnounceJitter = -1
+	}
 	g.opts = opts
 	f.nodes = append(f.nodes, g)
 	f.startApp(g)
