@@ -437,3 +437,76 @@ func (f *fixture) providerNode() *overlay.Overlay {
 	}
 	return o
 }
+
+// TestCacheSurvivesRestartAndQuota: a watched title is still cached after a restart (it plays
+// with the origin down and no peers), and the quota evicts unpinned titles but never pinned
+// ones.
+func TestCacheSurvivesRestartAndQuota(t *testing.T) {
+	f := newFixture(t, 1<<20, 8e6)
+	g := f.addGateway(vod.Options{})
+	f.checkWhole(g) // from the origin
+	f.stopApp(g)
+	f.up.Store(false)
+	f.startApp(g)
+	f.checkWhole(g)
+	if st := g.app.Stats(); st.OriginBytes != 0 || st.CacheBytes != int64(len(f.file)) {
+		t.Fatalf("after restart: %d origin bytes, %d cached; want 0 and the whole title", st.OriginBytes, st.CacheBytes)
+	}
+
+	// A second title pushed (pinned) on a gateway whose quota fits one title: the watched
+	// one goes, the pinned one stays.
+	f.up.Store(true)
+	f.stopApp(g)
+	g.opts.CacheBytes = int64(len(f.file)) + 1000
+	f.startApp(g)
+	other := f.publishOther(2 << 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := g.app.Push(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := g.app.Stats()
+		var first, second vod.TitleStats
+		for _, ts := range st.Titles {
+			switch ts.CID {
+			case f.entry.CID:
+				first = ts
+			case other.CID:
+				second = ts
+			}
+		}
+		if first.CachedBytes == 0 && second.CachedBytes == other.Size && second.Pinned {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("quota %d: watched title holds %d, pinned title holds %d (pinned %v)", g.opts.CacheBytes, first.CachedBytes, second.CachedBytes, second.Pinned)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The evicted title still streams (fetched again).
+	f.checkWhole(g)
+}
+
+// publishOther publishes a second title of random bytes at the same origin.
+func (f *fixture) publishOther(size int) *catalog.Entry {
+	t := f.t
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	path := filepath.Join(t.TempDir(), "other.mp4")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The fixture's origin serves one file; a second server serves this one.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, path) }))
+	t.Cleanup(srv.Close)
+	e, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
+		Key: f.key, OriginBase: srv.URL, BitrateBps: 8e6, MIME: "video/mp4", PieceLength: 64 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
