@@ -48,6 +48,8 @@ type VODConfig struct {
 	Providers []string `yaml:"providers"`
 	// MaxPeers is how many peers per title the gateway connects to, nearest first.
 	MaxPeers int `yaml:"max_peers"`
+	// BitTorrentListen (host:port) also accepts standard BitTorrent clients over TCP; "" off.
+	BitTorrentListen string `yaml:"bittorrent_listen"`
 }
 
 // NATConfig switches the NAT traversal helpers.
@@ -194,6 +196,11 @@ func (v *VODConfig) validate() error {
 			return fmt.Errorf("vod.listen: %q is not host:port (or %q): %w", v.Listen, APIOff, err)
 		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 			return fmt.Errorf("vod.listen: bad port %q", port)
+		}
+	}
+	if v.BitTorrentListen != "" {
+		if _, _, err := net.SplitHostPort(v.BitTorrentListen); err != nil {
+			return fmt.Errorf("vod.bittorrent_listen: %q is not host:port: %w", v.BitTorrentListen, err)
 		}
 	}
 	if _, err := vod.ParseStrategy(v.Strategy); err != nil {

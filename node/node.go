@@ -160,7 +160,9 @@ func (n *Node) startVOD(reg prometheus.Registerer) error {
 		Strategy:   strategy,
 		MaxPeers:   v.MaxPeers,
 		Logger:     n.log.With("component", "vod"),
-		Registerer: reg,
+		// Standard BitTorrent clients may fetch from the gateway when configured.
+		BitTorrentListen: v.BitTorrentListen,
+		Registerer:       reg,
 	}
 	if n.opts.VODOverride != nil {
 		n.opts.VODOverride(&vo)

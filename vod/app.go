@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -72,6 +73,10 @@ type Options struct {
 	// PeerRateGuess is the upload rate assumed for a peer before one was measured. Default
 	// 1 Mbit/s (a DSL uplink).
 	PeerRateGuess float64
+	// BitTorrentListen, when set (host:port), also accepts standard BitTorrent peer
+	// connections over TCP, so that ordinary clients can fetch titles from the gateway. The
+	// gateway never dials TCP peers itself.
+	BitTorrentListen string
 	// AnnounceJitter is the most a gateway waits, at random, before announcing itself as a
 	// VoD gateway in the DHT. Default 10 s; negative: no wait.
 	AnnounceJitter time.Duration
@@ -127,6 +132,7 @@ type App struct {
 	client  *torrent.Client
 	storage storage.ClientImplCloser
 	tr      *transport
+	btLn    net.Listener
 	origin  *originFetcher
 	metrics *metrics
 
@@ -258,7 +264,23 @@ func (a *App) startClient() error {
 	a.tr.banned = a.isBanned
 	cl.AddDialer(a.tr)
 	cl.AddListener(a.tr)
+	if a.opts.BitTorrentListen != "" {
+		// A listener only: anacrolix's TCP dialer stays off, so it never dials the synthetic
+		// addresses of libp2p peers over TCP.
+		if a.btLn, err = net.Listen("tcp", a.opts.BitTorrentListen); err != nil {
+			return fmt.Errorf("vod: BitTorrent listener: %w", err)
+		}
+		cl.AddListener(a.btLn)
+	}
 	return nil
+}
+
+// BitTorrentAddr is where standard BitTorrent clients may connect ("" when off).
+func (a *App) BitTorrentAddr() string {
+	if a.btLn == nil {
+		return ""
+	}
+	return a.btLn.Addr().String()
 }
 
 // Serve runs the background work (peer discovery, deadlines, cache) until ctx ends.
@@ -299,6 +321,9 @@ func (a *App) Close() error {
 	}
 	if a.tr != nil {
 		a.tr.Close()
+	}
+	if a.btLn != nil {
+		a.btLn.Close()
 	}
 	if a.storage != nil {
 		errs = append(errs, a.storage.Close())

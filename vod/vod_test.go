@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anacrolix/torrent"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -509,4 +510,49 @@ func (f *fixture) publishOther(size int) *catalog.Entry {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// TestStandardClientFetchesFromGateway: with the TCP BitTorrent listener on, an ordinary
+// BitTorrent client (a plain anacrolix client on loopback TCP, no webseed, no DHT) downloads
+// a title from a gateway.
+func TestStandardClientFetchesFromGateway(t *testing.T) {
+	f := newFixture(t, 1<<20, 8e6)
+	g := f.addGateway(vod.Options{BitTorrentListen: "127.0.0.1:0"})
+	f.push(g)
+	cfg := torrent.NewDefaultClientConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.ListenHost = func(string) string { return "127.0.0.1" }
+	cfg.ListenPort = 0
+	cfg.NoDHT, cfg.DisableTrackers, cfg.DisableUTP, cfg.DisableWebseeds, cfg.DisablePEX = true, true, true, true, true
+	cfg.NoDefaultPortForwarding, cfg.DisableIPv6 = true, true
+	cl, err := torrent.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	mi, err := f.entry.MetaInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor, err := cl.AddTorrent(mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", g.app.BitTorrentAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor.AddPeers([]torrent.PeerInfo{{Addr: addr, Trusted: true}})
+	tor.DownloadAll()
+	select {
+	case <-tor.Complete().On():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("standard client got %d of %d bytes from the gateway", tor.BytesCompleted(), len(f.file))
+	}
+	r := tor.NewReader()
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, f.file) {
+		t.Fatalf("standard client's copy differs (%d bytes, %v)", len(got), err)
+	}
 }
