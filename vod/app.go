@@ -20,6 +20,7 @@ import (
 	"github.com/anacrolix/torrent/metainfo"
 	"github.com/anacrolix/torrent/storage"
 	"github.com/ipfs/go-cid"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -130,7 +131,7 @@ type App struct {
 	log     *slog.Logger
 	ov      *overlay.Overlay
 	client  *torrent.Client
-	storage storage.ClientImplCloser
+	storage *guardedStorage
 	tr      *transport
 	btLn    net.Listener
 	origin  *originFetcher
@@ -141,6 +142,8 @@ type App struct {
 	streams map[*stream]struct{}
 	state   *stateFile
 	peers   map[peer.ID]*peerCounters
+	holders holders
+	topic   *pubsub.Topic
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -206,6 +209,12 @@ func New(opts Options) (_ *App, err error) {
 	}
 	a.ov.Host().SetStreamHandler(PushProtocol, a.handlePush)
 	a.wg.Go(a.announceGateway)
+	if a.client != nil {
+		if a.topic, err = a.ov.Topic(HaveTopic); err != nil {
+			return nil, fmt.Errorf("vod: gossip topic: %w", err)
+		}
+		a.wg.Go(func() { a.runGossip(a.topic) })
+	}
 	return a, nil
 }
 
@@ -214,7 +223,7 @@ func (a *App) startClient() error {
 	if err != nil {
 		return fmt.Errorf("vod: piece completion store in %s: %w", a.opts.Dir, err)
 	}
-	a.storage = storage.NewFileOpts(storage.NewFileClientOpts{
+	a.storage = newGuardedStorage(storage.NewFileOpts(storage.NewFileClientOpts{
 		ClientBaseDir: filepath.Join(a.opts.Dir, "data"),
 		// One directory per infohash: two titles may share a file name.
 		TorrentDirMaker: func(base string, _ *metainfo.Info, ih metainfo.Hash) string {
@@ -222,7 +231,7 @@ func (a *App) startClient() error {
 		},
 		PieceCompletion: completion,
 		Logger:          a.log,
-	})
+	}))
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.DefaultStorage = a.storage
 	cfg.DataDir = filepath.Join(a.opts.Dir, "data")
@@ -457,6 +466,7 @@ func (a *App) torrentLocked(ti *title) (*torrent.Torrent, error) {
 		return nil, fmt.Errorf("vod: title %q: %w", ti.entry.Name, err)
 	}
 	ti.t = t
+	a.wg.Go(func() { a.announceHave(ti.cid) })
 	a.wg.Go(func() { a.provide(ti) })
 	return t, nil
 }
@@ -497,23 +507,37 @@ func (a *App) discover(ti *title) {
 	ti.lastDiscovery = time.Now()
 	a.mu.Unlock()
 	a.wg.Go(func() {
+		// Gossip first: holders announced seconds ago, known without a lookup.
+		if gossip := a.gossipHolders(ti.cid); len(gossip) > 0 {
+			a.addPeers(t, a.pick(gossip))
+		}
 		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 		defer cancel()
-		var found []overlay.PeerInfo
-		var err error
-		if a.opts.Strategy == StrategyNanodc {
-			found, err = a.ov.NearestProviders(ctx, ti.cid, a.opts.MaxPeers)
-		} else {
-			found, err = a.ov.FindProviders(ctx, ti.cid, 50)
-			rand.Shuffle(len(found), func(i, j int) { found[i], found[j] = found[j], found[i] })
-			found = found[:min(len(found), a.opts.MaxPeers)]
-		}
+		found, err := a.ov.FindProviders(ctx, ti.cid, max(4*a.opts.MaxPeers, 20))
 		if err != nil {
 			a.log.Debug("vod: find providers", "title", ti.entry.Name, "err", err)
 			return
 		}
-		a.addPeers(t, found)
+		for _, g := range a.gossipHolders(ti.cid) {
+			if !slices.ContainsFunc(found, func(p overlay.PeerInfo) bool { return p.ID == g.ID }) {
+				found = append(found, g)
+			}
+		}
+		a.addPeers(t, a.pick(found))
 	})
+}
+
+// pick chooses whom to connect to: the nearest for nanodc (overlay.Closer: measured RTT,
+// then same access node, same ISP), a random sample for the bittorrent baseline (a
+// tracker hands out random peers).
+func (a *App) pick(cands []overlay.PeerInfo) []overlay.PeerInfo {
+	cands = slices.Clone(cands)
+	if a.opts.Strategy == StrategyNanodc {
+		slices.SortFunc(cands, overlay.Closer)
+	} else {
+		rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	}
+	return cands[:min(len(cands), a.opts.MaxPeers)]
 }
 
 func (a *App) addPeers(t *torrent.Torrent, found []overlay.PeerInfo) {

@@ -243,6 +243,7 @@ func (a *App) evictLocked(ti *title) {
 		_ = t.Piece(i).Storage().MarkNotComplete()
 	}
 	t.Drop()
+	a.storage.forget(t.InfoHash())
 	ti.t = nil
 	ti.provided = false
 	_ = os.RemoveAll(filepath.Join(a.opts.Dir, "data", t.InfoHash().HexString()))

@@ -150,10 +150,20 @@ func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string) e
 		return err
 	}
 	p := t.Piece(i)
+	key := pieceKey{t.InfoHash(), i}
+	if !a.storage.startFill(key) {
+		return nil // another fill of this piece runs
+	}
+	verified := false
+	defer func() { a.storage.endFill(key, verified) }()
 	if p.State().Complete {
 		return nil // a peer was faster after all
 	}
-	if _, err := p.Storage().WriteAt(data, 0); err != nil {
+	gp, ok := p.Storage().PieceImpl.(*guardedPiece)
+	if !ok {
+		return fmt.Errorf("piece %d: storage is not guarded", i)
+	}
+	if _, err := gp.writeFill(data); err != nil {
 		return fmt.Errorf("writing piece %d: %w", i, err)
 	}
 	if err := p.VerifyDataContext(ctx); err != nil {
@@ -164,6 +174,7 @@ func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string) e
 		st := p.State()
 		switch {
 		case st.Complete:
+			verified = true
 			return nil
 		case !st.Checking && !st.Marking:
 			return fmt.Errorf("piece %d from the origin failed its hash check", i)

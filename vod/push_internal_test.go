@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -103,6 +104,49 @@ func FuzzDecodePushRequest(f *testing.F) {
 		e, err := decodePushRequest(bytes.NewReader(b))
 		if err == nil && e.Verify() != nil {
 			t.Fatal("accepted an entry that does not verify")
+		}
+	})
+}
+
+func TestDecodeHaveAndHolders(t *testing.T) {
+	good := `{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}`
+	c, err := decodeHave([]byte(good))
+	if err != nil || c.String() != "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy" {
+		t.Fatalf("valid message: %v %v", c, err)
+	}
+	for name, in := range map[string]string{
+		"not json":  "x",
+		"no cid":    `{}`,
+		"bad cid":   `{"cid":"nope"}`,
+		"dag-pb":    `{"cid":"QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"}`,
+		"too long":  `{"cid":"` + string(bytes.Repeat([]byte("a"), 300)) + `"}`,
+		"extra key": `{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","x":1}`,
+	} {
+		if _, err := decodeHave([]byte(in)); err == nil && name != "extra key" {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	var h holders
+	now := time.Now()
+	for i := range holdersPerCID + 10 {
+		h.add("c", peer.ID(fmt.Sprint(i)), now)
+	}
+	h.add("c", peer.ID("0"), now) // again: moves, does not duplicate
+	if got := h.of("c", now); len(got) != holdersPerCID || got[len(got)-1] != "0" {
+		t.Fatalf("holders: %d (last %q), want %d with the latest last", len(got), got[len(got)-1], holdersPerCID)
+	}
+	if got := h.of("c", now.Add(holderTTL+time.Second)); len(got) != 0 {
+		t.Fatalf("expired holders still listed: %d", len(got))
+	}
+}
+
+func FuzzDecodeHave(f *testing.F) {
+	f.Add([]byte(`{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}`))
+	f.Add([]byte(`{"cid":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeHave(b)
+		if err == nil && (!c.Defined() || c.Prefix().Codec != 0x55) {
+			t.Fatalf("accepted %v", c)
 		}
 	})
 }
