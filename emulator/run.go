@@ -164,6 +164,15 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	t0 := time.Now()
 
 	// Start-up: bootstrap nodes first, then gateways at the scenario's pace.
+	for i, w := range r.workloads {
+		if p, ok := w.(Preparer); ok {
+			env := &Env{Fleet: r.fleet, Rand: rand.New(rand.NewPCG(uint64(r.seed), uint64(200+i)))}
+			if err := p.Prepare(ctx, env); err != nil {
+				return nil, fmt.Errorf("workloads[%d]: %w", i, err)
+			}
+		}
+	}
+	t0 = time.Now()
 	for _, b := range r.fleet.Bootstrap {
 		if err := r.fleet.Start(b); err != nil {
 			return nil, err

@@ -33,6 +33,13 @@ type NodeStartHook interface {
 	NodeStarted(g *Gateway)
 }
 
+// Preparer is implemented by workloads with heavy set-up (content to generate and hash): the
+// emulator calls Prepare before the fleet starts, so that the work neither slows start-up nor
+// shows as timing error in the measured phase. env.Start and env.Duration are not set yet.
+type Preparer interface {
+	Prepare(ctx context.Context, env *Env) error
+}
+
 // NodeConfigurer is implemented by workloads that need something of every gateway's node
 // (an app enabled, an observer, a client that reaches a service over the virtual network).
 // The emulator calls it before each (re)start of a node, after the scenario's settings and
