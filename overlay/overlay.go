@@ -70,6 +70,9 @@ type Config struct {
 	PingInterval       time.Duration // how often connected peers' RTT is refreshed
 	ProbeTimeout       time.Duration // how long FindProviders waits to measure unknown RTTs
 	PacketNetwork      PacketNetwork // nil: operating-system sockets, QUIC and TCP
+	// Gater, when set, may refuse connections (an operator's blocklist; tests that need a
+	// node nobody else can dial).
+	Gater connmgrIface.ConnectionGater
 	// Registerer receives the overlay's own metrics (nil: not exported).
 	Registerer prometheus.Registerer
 	// Libp2pRegisterer receives go-libp2p's metrics (nil: Registerer; both nil: libp2p
@@ -181,6 +184,9 @@ func New(cfg Config) (_ *Overlay, err error) {
 		libp2p.ResourceManager(rm),
 		libp2p.UserAgent("nanodc/" + cfg.Version),
 		libp2p.Transport(libp2pquic.NewTransport),
+	}
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
 	}
 	if cfg.PacketNetwork != nil {
 		opts = append(opts, quicOnPacketNetwork(cfg.PacketNetwork))

@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -286,17 +288,25 @@ func TestFleetEventsGossip(t *testing.T) {
 }
 
 // TestKeepsMinimumNeighbours: a node that lost all but one connection (other nodes'
-// trimming is symmetric) dials routing-table peers until it has a few again.
+// trimming is symmetric) dials routing-table peers until it has a few again. The node
+// refuses inbound connections after the cut, so the neighbours it regains are its own dials
+// and not other nodes' pings or lookups finding it again.
 func TestKeepsMinimumNeighbours(t *testing.T) {
 	checkLeaks(t)
 	seed := startNode(t, overlay.Config{})
+	gater := &inboundGate{}
 	var nodes []*overlay.Overlay
-	for range 8 {
-		nodes = append(nodes, startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: 8, ConnHigh: 16}))
+	for i := range 8 {
+		cfg := overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: 8, ConnHigh: 16}
+		if i == 0 {
+			cfg.Gater = gater
+		}
+		nodes = append(nodes, startNode(t, cfg))
 	}
 	lonely := nodes[0]
 	eventually(t, 20*time.Second, "routing table", func() bool { return lonely.RoutingTableSize() >= 6 })
 	time.Sleep(5 * time.Second) // let start-up lookups finish: they would redial on their own
+	gater.refuseInbound.Store(true)
 	for _, p := range lonely.Host().Network().Peers() {
 		if p != seed.ID() {
 			_ = lonely.Host().Network().ClosePeer(p)
@@ -305,8 +315,6 @@ func TestKeepsMinimumNeighbours(t *testing.T) {
 	if n := len(lonely.Host().Network().Peers()); n > 2 {
 		t.Fatalf("still %d peers after closing", n)
 	}
-	// The node itself dials: counting outbound connections excludes peers that came back
-	// on their own.
 	eventually(t, 20*time.Second, "4 neighbours, 3 dialled by the node", func() bool {
 		out := 0
 		for _, c := range lonely.Host().Network().Conns() {
@@ -317,6 +325,19 @@ func TestKeepsMinimumNeighbours(t *testing.T) {
 		return len(lonely.Host().Network().Peers()) >= 4 && out >= 3
 	})
 }
+
+// inboundGate refuses every inbound connection once refuseInbound is set.
+type inboundGate struct{ refuseInbound atomic.Bool }
+
+func (g *inboundGate) InterceptPeerDial(peer.ID) bool               { return true }
+func (g *inboundGate) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
+func (g *inboundGate) InterceptSecured(network.Direction, peer.ID, network.ConnMultiaddrs) bool {
+	return true
+}
+func (g *inboundGate) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
+func (g *inboundGate) InterceptAccept(network.ConnMultiaddrs) bool { return !g.refuseInbound.Load() }
 
 func mustTopic(o *overlay.Overlay) *pubsub.Topic {
 	t, err := o.Topic(overlay.FleetTopic)

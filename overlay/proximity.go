@@ -96,11 +96,11 @@ func (p *proximity) run(ctx context.Context, interval time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			// Drain until close() closes the subscription: an eventbus subscriber that stops
-			// reading blocks identify's emitter, and with it new connections and the host's
-			// Close (seen: 2 of 100 emulated gateways never finished closing).
-			for range p.sub.Out() {
-			}
+			// Unsubscribe now, not at close(): an eventbus subscriber that stops reading
+			// blocks identify's emitter, and with it new connections and the host's Close
+			// (seen: 2 of 100 emulated gateways never finished closing). Close drains the
+			// channel and may be called again.
+			p.sub.Close()
 			return
 		case e, ok := <-p.sub.Out():
 			if !ok {

@@ -122,7 +122,9 @@ func GenerateContext(ctx context.Context, dir string, o Options) (string, error)
 		"-b:a", strconv.Itoa(audioBps), "-ac", "1",
 		// No timestamps, encoder versions or random IDs in the file.
 		"-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
-		"-threads", "2",
+		// One thread: x264's frame threads with VBV rate control made CI's output differ from
+		// run to run, and a few seconds of 360p encode fast enough on one core.
+		"-threads", "1",
 	}
 	switch o.Format {
 	case FormatMP4:
