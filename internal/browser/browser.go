@@ -29,6 +29,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -324,10 +325,20 @@ func PlayVideo(ctx context.Context, videoURL string, o PlayOptions) (Result, err
 		return 0, netFailure
 	}
 
+	// The browser gets a temporary directory of its own for its profile and as
+	// XDG_RUNTIME_DIR, where PulseAudio would otherwise leave a pulse-* directory in TMPDIR.
+	// (Not as TMPDIR: Chromium's singleton socket path there must stay short.)
+	tmp, err := os.MkdirTemp("", "nanodc-chromium-*")
+	if err != nil {
+		return Result{}, fmt.Errorf("browser: %w", err)
+	}
+	defer os.RemoveAll(tmp) // runs after cancelAlloc below has waited for the process
+
 	// No deadline on the allocator or browser contexts: chromedp ties the browser's life to
 	// them, and we want to stop it ourselves, gracefully, below.
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(ctx),
-		append(flags, chromedp.ExecPath(bin))...)
+		append(flags, chromedp.ExecPath(bin), chromedp.UserDataDir(filepath.Join(tmp, "profile")),
+			chromedp.Env("XDG_RUNTIME_DIR="+tmp))...)
 	defer cancelAlloc() // kills what is left and waits for the process and the profile removal
 	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithListener(listen))
 	defer cancelBrowser()
@@ -340,7 +351,7 @@ func PlayVideo(ctx context.Context, videoURL string, o PlayOptions) (Result, err
 
 	// Start the browser and open a blank tab. If ctx ends meanwhile, kill it outright.
 	stopKill := context.AfterFunc(ctx, cancelBrowser)
-	err := chromedp.Do(bctx)
+	err = chromedp.Do(bctx)
 	stopKill()
 	if err != nil {
 		return Result{}, fmt.Errorf("browser: starting %s: %w", bin, ctxErr(ctx, err))

@@ -1,0 +1,133 @@
+package vodload
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nanodc/nanodc/emulator"
+)
+
+// miniScenario is a flash crowd small enough for `make test`: 10 ADSL2+ gateways in two ISPs,
+// three short titles, six viewers on one of them; cdn-only against nanodc on the same seed.
+const miniScenario = `
+name: vod-mini
+seed: 7
+duration: 45s
+settle: 2s
+startup_rate: 40
+topology:
+  isps:
+    - {name: isp-a, access_nodes: 1, gateways_per_access_node: 5, profiles: {adsl2plus: 1}, access_delay: 2ms}
+    - {name: isp-b, access_nodes: 1, gateways_per_access_node: 5, profiles: {adsl2plus: 1}, access_delay: 2ms}
+  isp_delay: 10ms
+  datacenter: {profile: datacenter, delay: 8ms, bootstrap_nodes: 1}
+node: {conn_low: 8, conn_high: 16, ping_interval: 5s}
+workloads:
+  - type: vod
+    titles: 3
+    title_duration: 20s
+    bitrate_bps: 800000
+    arrival_rate: 0
+    warmup: 8s
+    flash_crowd: {at: 2s, viewers: 6, over: 6s, title: 0}
+    push: {titles: 1, replicas: 2}
+variants:
+  - {name: cdn-only, node: {vod: {strategy: cdn-only}}}
+  - {name: nanodc, node: {vod: {strategy: nanodc}}}
+`
+
+// TestFlashCrowdVariants runs the workload on a real emulated fleet and checks what it
+// reports: every viewer's session is accounted for, cdn-only takes every byte from the origin,
+// nanodc serves the crowd mostly from peers, and the figures agree with each other.
+func TestFlashCrowdVariants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two 10-gateway emulations (~2 min)")
+	}
+	sc, err := emulator.ParseScenario([]byte(miniScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sum, err := emulator.Run(ctx, sc, emulator.Options{
+		OutDir: out, Workloads: map[string]emulator.WorkloadFactory{"vod": New},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Workloads map[string]map[string]Summary `json:"workloads"`
+	}
+	if err := json.Unmarshal(raw, &file); err != nil {
+		t.Fatalf("summary.json: %v", err)
+	}
+	byVariant := file.Workloads["vod"]
+	cdn, nano := byVariant["cdn-only"], byVariant["nanodc"]
+	if cdn.Strategy != "cdn-only" || nano.Strategy != "nanodc" {
+		t.Fatalf("variants %v: want cdn-only and nanodc sections", keys(byVariant))
+	}
+	for name, s := range byVariant {
+		if s.Sessions != 6 {
+			t.Errorf("%s: %d sessions, want the 6 flash-crowd viewers", name, s.Sessions)
+		}
+		if len(s.Viewers) != s.Sessions {
+			t.Errorf("%s: %d viewer records for %d sessions", name, len(s.Viewers), s.Sessions)
+		}
+		if s.FailedSessions != 0 {
+			t.Errorf("%s: %d failed sessions: %v", name, s.FailedSessions, s.FailReasons)
+		}
+		if s.StartupS.P50 <= 0 || s.StartupS.P95 < s.StartupS.P50 || s.StartupS.Max < s.StartupS.P95 {
+			t.Errorf("%s: startup percentiles %+v are not ordered positive values", name, s.StartupS)
+		}
+		if s.WatchSeconds <= 0 {
+			t.Errorf("%s: no watch time recorded", name)
+		}
+		if s.UploadBoundOffload < 0 || s.UploadBoundOffload > 1 || s.OffloadRatio < 0 || s.OffloadRatio > 1 {
+			t.Errorf("%s: ratios out of [0,1]: offload %v bound %v", name, s.OffloadRatio, s.UploadBoundOffload)
+		}
+	}
+	if cdn.PeerBytes != 0 || cdn.OffloadRatio != 0 || cdn.OriginBytes == 0 {
+		t.Errorf("cdn-only: peer %d origin %d offload %v; want every byte from the origin", cdn.PeerBytes, cdn.OriginBytes, cdn.OffloadRatio)
+	}
+	if cdn.PushOriginBytes != 0 {
+		t.Errorf("cdn-only pushed %d bytes; only nanodc pushes", cdn.PushOriginBytes)
+	}
+	if nano.PushOriginBytes == 0 {
+		t.Error("nanodc: the push of the popular title fetched nothing from the origin")
+	}
+	// Six viewers of one title, two replicas holding it: peers carry most of the crowd.
+	if nano.OffloadRatio < 0.5 || nano.PeerBytes == 0 {
+		t.Errorf("nanodc offload %.2f (peer %d, origin %d); want most bytes from peers", nano.OffloadRatio, nano.PeerBytes, nano.OriginBytes)
+	}
+	if nano.OriginBytes >= cdn.OriginBytes {
+		t.Errorf("nanodc took %d origin bytes, cdn-only %d: peers saved nothing", nano.OriginBytes, cdn.OriginBytes)
+	}
+	if nano.GapFillBytes > nano.OriginBytes+nano.PushOriginBytes {
+		t.Errorf("gap fills %d exceed origin bytes %d", nano.GapFillBytes, nano.OriginBytes)
+	}
+	if len(sum.VariantOrder) != 2 {
+		t.Errorf("combined summary lists variants %v", sum.VariantOrder)
+	}
+	for _, f := range []string{"report.html", "cdn-only/summary.json", "nanodc/timeseries.csv"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("output %s: %v", f, err)
+		}
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
