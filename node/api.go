@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -59,38 +58,53 @@ const maxRequestBody = 64 << 10
 
 func (n *Node) apiHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/api/v1/status", method("GET", n.handleStatus))
-	mux.Handle("/api/v1/peers", method("GET", n.handlePeers))
-	mux.Handle("/api/v1/dht", method("GET", n.handleDHT))
-	mux.Handle("/api/v1/dht/provide", method("POST", n.handleProvide))
-	mux.Handle("/api/v1/dht/providers/{cid}", method("GET", n.handleProviders))
-	mux.Handle("GET /api/v1/vod/stats", n.requireVOD(func(w http.ResponseWriter, _ *http.Request) {
+	core := func(h http.Handler) http.Handler { return coreOnly(h) }
+	mux.Handle("/api/v1/status", core(method("GET", n.handleStatus)))
+	mux.Handle("/api/v1/peers", core(method("GET", n.handlePeers)))
+	mux.Handle("/api/v1/dht", core(method("GET", n.handleDHT)))
+	mux.Handle("/api/v1/dht/provide", core(method("POST", n.handleProvide)))
+	mux.Handle("/api/v1/dht/providers/{cid}", core(method("GET", n.handleProviders)))
+	mux.Handle("GET /api/v1/vod/stats", core(n.requireVOD(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, n.vod.Stats())
-	}))
-	mux.Handle("/api/v1/vod/titles", n.requireVOD(n.handleVODTitles))
-	mux.Handle("/metrics", method("GET", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{}).ServeHTTP))
+	})))
+	mux.Handle("/api/v1/vod/titles", core(n.requireVOD(n.handleVODTitles)))
+	mux.Handle("/metrics", core(method("GET", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{}).ServeHTTP)))
+	// Slice management: every operation is checked by the slice manager's access matrix.
+	mux.Handle("/api/v1/mgmt", method("POST", n.handleMgmt))
+	mux.Handle("/api/v1/slices/{slice}/metrics", method("GET", n.handleSliceMetrics))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
-	return n.requireToken(mux)
+	outer := http.NewServeMux()
+	// Apps in slices serve their own paths; they decide about their callers themselves.
+	outer.Handle("/slices/{slice}/apps/{app}/", n.slices.AppHandler())
+	outer.Handle("/", n.requireToken(mux))
+	return outer
 }
 
-// requireToken admits only requests carrying the home admin's bearer token.
+// requireToken admits only requests carrying a known bearer token and passes on who it
+// stands for.
 func (n *Node) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		tok, ok := bearer(r)
 		switch {
-		case auth == "":
+		case r.Header.Get("Authorization") == "":
 			w.Header().Set("WWW-Authenticate", `Bearer realm="nanodc"`)
 			writeError(w, http.StatusUnauthorized, "missing bearer token (see the api-token file in the data directory)")
-		case !ok || !tokenEqual(strings.TrimSpace(tok), n.token):
+			return
+		case !ok:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="nanodc", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "invalid bearer token")
+			return
+		}
+		p, ok := n.tokens.principal(tok)
+		if !ok {
 			n.log.Warn("management API: wrong token", "remote", r.RemoteAddr, "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="nanodc", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "invalid bearer token")
-		default:
-			next.ServeHTTP(w, r)
+			return
 		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
 

@@ -31,6 +31,27 @@ type Config struct {
 	API          APIConfig      `yaml:"api"`
 	Log          LogConfig      `yaml:"log"`
 	VOD          VODConfig      `yaml:"vod"`
+	// Operator is the operator's peer ID: over the overlay, that peer manages every slice.
+	Operator string       `yaml:"operator"`
+	Slices   SlicesConfig `yaml:"slices"`
+}
+
+// SlicesConfig tunes the slice manager.
+type SlicesConfig struct {
+	// CallTimeout bounds one call into a WebAssembly app (default 100ms); a call past it
+	// ends the app with a fault.
+	CallTimeout time.Duration `yaml:"call_timeout"`
+}
+
+func (cfg *Config) operatorID() (peer.ID, error) {
+	if cfg.Operator == "" {
+		return "", nil
+	}
+	id, err := peer.Decode(cfg.Operator)
+	if err != nil {
+		return "", fmt.Errorf("operator: %q is not a peer ID: %w", cfg.Operator, err)
+	}
+	return id, nil
 }
 
 // VODConfig configures the peer-assisted video-on-demand app.
@@ -48,6 +69,9 @@ type VODConfig struct {
 	Providers []string `yaml:"providers"`
 	// MaxPeers is how many peers per title the gateway connects to, nearest first.
 	MaxPeers int `yaml:"max_peers"`
+	// UploadLimitBps caps the app's upload to peers, bits/s (0: none). Set it a little below
+	// the line's uplink (about 80 %): a saturated DSL uplink stalls the home's own streams.
+	UploadLimitBps int64 `yaml:"upload_limit_bps"`
 	// BitTorrentListen (host:port) also accepts standard BitTorrent clients over TCP; "" off.
 	BitTorrentListen string `yaml:"bittorrent_listen"`
 }
@@ -131,6 +155,12 @@ func (cfg *Config) decode(data []byte) error { return yamlstrict.Unmarshal(data,
 func (cfg *Config) Validate() error {
 	if len(cfg.Listen) == 0 {
 		return errors.New("listen: at least one address is needed")
+	}
+	if _, err := cfg.operatorID(); err != nil {
+		return err
+	}
+	if cfg.Slices.CallTimeout < 0 || cfg.Slices.CallTimeout > time.Minute {
+		return errors.New("slices.call_timeout: must be in [0, 1m]")
 	}
 	for i, s := range cfg.Listen {
 		if _, err := ma.NewMultiaddr(s); err != nil {

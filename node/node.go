@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/nanodc/nanodc/node/slice"
 	"github.com/nanodc/nanodc/overlay"
 	"github.com/nanodc/nanodc/vod"
 )
@@ -39,6 +40,9 @@ type Options struct {
 	// VODOverride adjusts the VoD app's options after the config is applied: the emulator
 	// sets the origin client that runs over its virtual network and its observers.
 	VODOverride func(*vod.Options)
+	// AnnounceJitter is the most the node waits, at random, before announcing itself in the
+	// DHT as a gateway (0: 10 s; negative: at once, for tests).
+	AnnounceJitter time.Duration
 }
 
 // Node is one running gateway.
@@ -47,7 +51,8 @@ type Node struct {
 	log      *slog.Logger
 	overlay  *overlay.Overlay
 	registry *prometheus.Registry
-	token    string
+	tokens   *tokenStore
+	slices   *slice.Manager
 	api      *http.Server
 	apiLn    net.Listener
 	vod      *vod.App
@@ -130,9 +135,18 @@ func New(opts Options) (_ *Node, err error) {
 		}
 	}
 
+	operator, _ := cfg.operatorID() // validated
+	n.slices, err = slice.New(context.Background(), slice.Options{
+		Dir: filepath.Join(opts.DataDir, "slices"), Operator: operator, Overlay: n.overlay,
+		Version: opts.Version, Logger: n.log.With("component", "slices"), Registerer: reg,
+		CallTimeout: cfg.Slices.CallTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	if cfg.API.Listen != APIOff {
-		n.token, err = LoadOrCreateToken(filepath.Join(opts.DataDir, TokenFile))
-		if err != nil {
+		if n.tokens, err = loadTokens(opts.DataDir); err != nil {
 			return nil, err
 		}
 		n.apiLn, err = net.Listen("tcp", cfg.API.Listen)
@@ -159,7 +173,9 @@ func (n *Node) startVOD(reg prometheus.Registerer) error {
 		Providers:  providers,
 		Strategy:   strategy,
 		MaxPeers:   v.MaxPeers,
-		Logger:     n.log.With("component", "vod"),
+		// Upload to peers stays below the line's uplink (see VODConfig.UploadLimitBps).
+		UploadLimitBps: v.UploadLimitBps,
+		Logger:         n.log.With("component", "vod"),
 		// Standard BitTorrent clients may fetch from the gateway when configured.
 		BitTorrentListen: v.BitTorrentListen,
 		Registerer:       reg,
@@ -191,6 +207,9 @@ func (n *Node) VODAddr() string {
 	return n.vodLn.Addr().String()
 }
 
+// Slices is the node's slice manager.
+func (n *Node) Slices() *slice.Manager { return n.slices }
+
 // Overlay is the node's overlay membership.
 func (n *Node) Overlay() *overlay.Overlay { return n.overlay }
 
@@ -208,6 +227,12 @@ func (n *Node) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
 	wg.Go(func() { errc <- n.overlay.Serve(ctx) })
+	n.slices.ServeOverlay(ctx, n.overlay.Host())
+	jitter := n.opts.AnnounceJitter
+	if jitter == 0 {
+		jitter = 10 * time.Second
+	}
+	wg.Go(func() { slice.Announce(ctx, n.overlay, jitter) })
 	if n.vod != nil {
 		wg.Go(func() { errc <- n.vod.Serve(ctx) })
 	}
@@ -263,6 +288,9 @@ func (n *Node) Close() error {
 		}
 		if n.vod != nil {
 			errs = append(errs, n.vod.Close())
+		}
+		if n.slices != nil {
+			errs = append(errs, n.slices.Close())
 		}
 		if n.overlay != nil {
 			errs = append(errs, n.overlay.Close())

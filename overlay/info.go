@@ -34,6 +34,26 @@ type Labels struct {
 	Extra      map[string]string `json:"extra,omitempty" yaml:"extra"`
 }
 
+// Matches reports whether l has every selector label (isp, access_node, or an extra
+// label) with the selector's value; an empty selector matches everything.
+func (l Labels) Matches(sel map[string]string) bool {
+	for k, v := range sel {
+		var got string
+		switch k {
+		case "isp":
+			got = l.ISP
+		case "access_node":
+			got = l.AccessNode
+		default:
+			got = l.Extra[k]
+		}
+		if got != v {
+			return false
+		}
+	}
+	return true
+}
+
 // Validate reports the first label that is too long, not UTF-8, or too many.
 func (l Labels) Validate() error {
 	check := func(field, v string) error {

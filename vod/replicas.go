@@ -15,7 +15,7 @@ func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string)
 	byAN := map[string][]overlay.PeerInfo{}
 	var ans []string
 	for _, c := range cands {
-		if !matches(c.Labels, selector) {
+		if !c.Labels.Matches(selector) {
 			continue
 		}
 		key := c.Labels.ISP + "/" + c.Labels.AccessNode
@@ -51,22 +51,4 @@ func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string)
 		}
 	}
 	return out
-}
-
-func matches(l overlay.Labels, sel map[string]string) bool {
-	for k, v := range sel {
-		var got string
-		switch k {
-		case "isp":
-			got = l.ISP
-		case "access_node":
-			got = l.AccessNode
-		default:
-			got = l.Extra[k]
-		}
-		if got != v {
-			return false
-		}
-	}
-	return true
 }

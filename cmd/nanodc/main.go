@@ -38,6 +38,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNodeCmd(), newEmulateCmd(), newVodCmd())
+	root.AddCommand(newNodeCmd(), newEmulateCmd(), newVodCmd(), newSliceCmd(), newAppCmd(), newFleetCmd())
 	return root
 }
