@@ -23,6 +23,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/nanodc/nanodc/overlay"
 	"github.com/nanodc/nanodc/vod/catalog"
@@ -78,6 +79,11 @@ type Options struct {
 	// connections over TCP, so that ordinary clients can fetch titles from the gateway. The
 	// gateway never dials TCP peers itself.
 	BitTorrentListen string
+	// UploadLimitBps caps what the gateway uploads to peers, in bits per second of payload
+	// (0: no cap). On a DSL line it belongs a little below the uplink rate: a saturated
+	// uplink queues the gateway's own requests and acknowledgements behind hundreds of
+	// milliseconds of seeding, and its viewers stall.
+	UploadLimitBps int64
 	// AnnounceJitter is the most a gateway waits, at random, before announcing itself as a
 	// VoD gateway in the DHT. Default 10 s; negative: no wait.
 	AnnounceJitter time.Duration
@@ -119,6 +125,9 @@ func (o *Options) setDefaults() error {
 		o.AnnounceJitter = 10 * time.Second
 	}
 	o.AnnounceJitter = max(o.AnnounceJitter, 0)
+	if o.UploadLimitBps < 0 {
+		return errors.New("vod: UploadLimitBps must not be negative")
+	}
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = 10 << 30
 	}
@@ -247,6 +256,10 @@ func (a *App) startClient() error {
 	cfg.ListenPort = 0
 	cfg.Seed = true
 	cfg.DropDuplicatePeerIds = true
+	if a.opts.UploadLimitBps > 0 {
+		// A burst of one 16 KiB chunk: larger bursts are queueing delay on a slow uplink.
+		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(float64(a.opts.UploadLimitBps)/8), 16<<10)
+	}
 	// A gateway serves each title to many neighbours; DSL uplinks are the scarce resource,
 	// and mutually complete peers have nothing to trade.
 	cfg.DropMutuallyCompletePeers = true

@@ -65,12 +65,14 @@ type Params struct {
 	MaxBuffer     time.Duration `yaml:"max_buffer"`     // the player stops reading ahead beyond this
 	Abandon       time.Duration `yaml:"abandon"`        // a viewer stalled this long gives up (failed session)
 	CacheBytes    int64         `yaml:"cache_bytes"`    // per gateway
+	// UploadShare is the fraction of each gateway's uplink its VoD app may use for peers.
+	UploadShare float64 `yaml:"upload_share"`
 }
 
 func defaults() Params {
 	p := Params{Titles: 20, TitleDuration: 2 * time.Minute, BitrateBps: 1_000_000, ZipfS: 1, ArrivalRate: 0.2,
 		Warmup: 10 * time.Second, StartupBuffer: time.Second, Rebuffer: time.Second, MaxBuffer: 20 * time.Second,
-		Abandon: 30 * time.Second, CacheBytes: 1 << 30}
+		Abandon: 30 * time.Second, CacheBytes: 1 << 30, UploadShare: 0.8}
 	return p
 }
 
@@ -93,6 +95,8 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 		return nil, fmt.Errorf("flash_crowd: viewers must not be negative and title must be in [0, %d)", p.Titles)
 	case p.Push.Titles < 0 || p.Push.Replicas < 0 || p.Push.Titles > p.Titles:
 		return nil, errors.New("push: titles and replicas must not be negative, titles at most the catalog")
+	case p.UploadShare <= 0 || p.UploadShare > 1:
+		return nil, errors.New("upload_share: must be in (0, 1]")
 	case p.StartupBuffer <= 0 || p.Rebuffer <= 0 || p.MaxBuffer < p.StartupBuffer || p.Abandon <= 0:
 		return nil, errors.New("startup_buffer, rebuffer, abandon must be positive and max_buffer >= startup_buffer")
 	}
@@ -106,6 +110,7 @@ const originPort = 443
 
 type workload struct {
 	p       Params
+	fleet   *emulator.Fleet // from Prepare, before any node is configured
 	env     *emulator.Env
 	dir     string
 	entries []*catalog.Entry
@@ -146,6 +151,9 @@ func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
 	opts.Config.VOD.Enabled = true
 	opts.Config.VOD.Listen = node.APIOff
 	opts.Config.VOD.CacheBytes = w.p.CacheBytes
+	// Every strategy seeds at most UploadShare of the line's uplink, as a deployed gateway
+	// would be configured: the rest keeps the home's own requests and ACKs flowing.
+	opts.Config.VOD.UploadLimitBps = int64(w.p.UploadShare * float64(w.fleet.Profile(g.Profile).Up.RateBps))
 	client := origin.NewHTTP3Client(func() (net.PacketConn, error) {
 		return g.Host.ListenUDP("udp4", &net.UDPAddr{IP: g.IP})
 	})
@@ -205,6 +213,7 @@ func (w *workload) NodeStarted(g *emulator.Gateway) {
 // Prepare publishes the catalog before the fleet starts: generating and hashing the titles is
 // a burst of CPU that must not show in the measured phase.
 func (w *workload) Prepare(_ context.Context, env *emulator.Env) error {
+	w.fleet = env.Fleet
 	var err error
 	if w.dir, err = os.MkdirTemp("", "nanodc-vod-*"); err != nil {
 		return err
