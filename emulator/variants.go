@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,4 +102,24 @@ func comparisonReport(sc *Scenario, opts Options, s *Summary, runs []*run) repor
 		"Every gateway is a real nanodc node whose UDP sockets are replaced by the emulator's shaped in-memory network.",
 	}
 	return rep
+}
+
+// KeepVariants narrows the scenario to the named variants, in the scenario's order; a name
+// the scenario does not have is an error listing the ones it has.
+func (s *Scenario) KeepVariants(names []string) error {
+	var have []string
+	var kept []Variant
+	for _, v := range s.Variants {
+		have = append(have, v.Name)
+		if slices.Contains(names, v.Name) {
+			kept = append(kept, v)
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(have, n) {
+			return fmt.Errorf("--variant %q: the scenario has %v", n, have)
+		}
+	}
+	s.Variants = kept
+	return nil
 }
