@@ -14,9 +14,10 @@ declare -A pkg_of=(
 	[ffprobe]=ffmpeg
 	[aria2c]=aria2
 	[curl]=curl
+	[wat2wasm]=wabt
 )
 missing=()
-for cmd in chromium ffmpeg ffprobe aria2c curl; do
+for cmd in chromium ffmpeg ffprobe aria2c curl wat2wasm; do
 	command -v "$cmd" >/dev/null 2>&1 && continue
 	pkg=${pkg_of[$cmd]}
 	[[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
@@ -44,7 +45,7 @@ if ((${#missing[@]})); then
 		{ echo "install-deps: apt-get update failed" >&2; exit 1; }
 	"${apt[@]}" install -y --no-install-recommends "${missing[@]}" ||
 		{ echo "install-deps: apt-get install ${missing[*]} failed" >&2; exit 1; }
-	for cmd in chromium ffmpeg ffprobe aria2c curl; do
+	for cmd in chromium ffmpeg ffprobe aria2c curl wat2wasm; do
 		command -v "$cmd" >/dev/null 2>&1 ||
 			{ echo "install-deps: $cmd still missing after installing ${missing[*]}" >&2; exit 1; }
 	done

@@ -1,0 +1,4 @@
+;; Traps in init.
+(module
+  (memory (export "memory") 1)
+  (func (export "init") unreachable))

@@ -1,0 +1,3 @@
+;; Exports no memory.
+(module
+  (func (export "handle_http")))
