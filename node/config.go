@@ -12,6 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/nanodc/nanodc/internal/yamlstrict"
+	"github.com/nanodc/nanodc/node/slice"
 	"github.com/nanodc/nanodc/overlay"
 	"github.com/nanodc/nanodc/vod"
 )
@@ -41,6 +42,8 @@ type SlicesConfig struct {
 	// CallTimeout bounds one call into a WebAssembly app (default 100ms); a call past it
 	// ends the app with a fault.
 	CallTimeout time.Duration `yaml:"call_timeout"`
+	// Watchdog stops the top consumer slice's apps when the gateway passes a threshold.
+	Watchdog slice.WatchdogConfig `yaml:"watchdog"`
 }
 
 func (cfg *Config) operatorID() (peer.ID, error) {
@@ -161,6 +164,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Slices.CallTimeout < 0 || cfg.Slices.CallTimeout > time.Minute {
 		return errors.New("slices.call_timeout: must be in [0, 1m]")
+	}
+	if err := cfg.Slices.Watchdog.Validate(); err != nil {
+		return fmt.Errorf("slices.%w", err)
 	}
 	for i, s := range cfg.Listen {
 		if _, err := ma.NewMultiaddr(s); err != nil {

@@ -233,6 +233,7 @@ func (n *Node) Serve(ctx context.Context) error {
 		jitter = 10 * time.Second
 	}
 	wg.Go(func() { slice.Announce(ctx, n.overlay, jitter) })
+	wg.Go(func() { n.slices.RunWatchdog(ctx, n.opts.Config.Slices.Watchdog, nil) })
 	if n.vod != nil {
 		wg.Go(func() { errc <- n.vod.Serve(ctx) })
 	}

@@ -3,6 +3,7 @@ package slice
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -152,4 +153,65 @@ func status(t *testing.T, gw *gateway, sid, app string) int {
 	mux.Handle("/slices/{slice}/apps/{app}/", gw.m.AppHandler())
 	mux.ServeHTTP(rec, req)
 	return rec.Code
+}
+
+// TestHotUpdateLeavesOtherSlicesServing: while slice B's app is updated again and again,
+// slice A's app answers every request of a steady client, and B's app is never left down.
+func TestHotUpdateLeavesOtherSlicesServing(t *testing.T) {
+	module := counterModule(t)
+	gw := startGateway(t, t.TempDir(), "")
+	m := gw.m
+	op := Principal{Role: RoleOperator}
+	keyA, keyB := newKey(t), newKey(t)
+	idA, _ := peer.IDFromPrivateKey(keyA)
+	idB, _ := peer.IDFromPrivateKey(keyB)
+	for sid, id := range map[string]peer.ID{"video": idA, "game": idB} {
+		mustDo(t, m, op, Request{Op: OpSliceCreate, Slice: sid, Provider: id.String(), Services: []string{ServiceStorage}})
+	}
+	unit := func(k int, version string) []byte {
+		key := keyA
+		if k == 1 {
+			key = keyB
+		}
+		u, err := Pack(key, Manifest{Name: "counter", Version: version, Kind: KindWASM, Requires: []string{ServiceStorage}}, module)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := u.Encode()
+		return b
+	}
+	mustDo(t, m, Principal{Role: RoleProvider, Peer: idA}, Request{Op: OpAppInstall, Slice: "video", Unit: unit(0, "1"), Start: true})
+	mustDo(t, m, Principal{Role: RoleProvider, Peer: idB}, Request{Op: OpAppInstall, Slice: "game", Unit: unit(1, "1"), Start: true})
+
+	stop := make(chan struct{})
+	served := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				served <- n
+				return
+			default:
+			}
+			if c := status(t, gw, "video", "counter"); c != 200 {
+				t.Errorf("slice A answered %d during B's updates", c)
+			}
+			n++
+		}
+	}()
+	for v := 2; v <= 21; v++ {
+		a := mustDo(t, m, Principal{Role: RoleProvider, Peer: idB}, Request{Op: OpAppUpdate, Slice: "game", Unit: unit(1, fmt.Sprint(v))}).(*AppRecord)
+		if a.Status != StateActive || a.Version != fmt.Sprint(v) {
+			t.Fatalf("B after update %d: %+v", v, a)
+		}
+	}
+	close(stop)
+	n := <-served
+	if n < 20 {
+		t.Fatalf("only %d requests to A during 20 updates of B", n)
+	}
+	if got := get(t, gw, "game", "counter"); got != 1 {
+		t.Errorf("B's counter %d after updates, want 1 (storage kept, one request)", got)
+	}
 }

@@ -89,6 +89,7 @@ type Manager struct {
 	st      *state
 	live    map[string]*liveSlice
 	closing bool
+	warned  map[string]time.Time // watchdog warnings last given
 	wg      sync.WaitGroup
 }
 
