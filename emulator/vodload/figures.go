@@ -18,7 +18,7 @@ type Summary struct {
 	OffloadRatio float64 `json:"offload_ratio"`
 	// UploadBoundOffload is the best offload the gateways' upload capacity allows for this
 	// workload: the origin must at least send each watched title once and whatever the
-	// demand exceeds the fleet's upload capacity by.
+	// demand exceeds the fleet's usable upload capacity (line rates × upload_share) by.
 	UploadBoundOffload float64 `json:"upload_bound_offload"`
 	StartupS           struct {
 		P50 float64 `json:"p50"`
@@ -100,7 +100,9 @@ func (w *workload) Sample(rec *emulator.Recorder) {
 		w.spareUp, w.lastUp = map[*emulator.Gateway]float64{}, map[*emulator.Gateway]uint64{}
 	}
 	for _, g := range w.env.Fleet.Gateways {
-		up := float64(w.env.Fleet.Profile(g.Profile).Up.RateBps) / 8
+		// What the gateway may upload: its line rate times the upload share it is configured
+		// with (the rest is kept for the home's own traffic).
+		up := float64(w.env.Fleet.Profile(g.Profile).Up.RateBps) / 8 * w.p.UploadShare
 		sent := g.Host.Stats().Up.Bytes
 		w.spareUp[g] = up - float64(sent-w.lastUp[g])
 		w.lastUp[g] = sent
