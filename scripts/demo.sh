@@ -77,14 +77,22 @@ ORIGIN_PID=$!; pids+=($ORIGIN_PID)
 for _ in $(seq 50); do ORIGIN=$(sed -n 's/.*origin serving HTTP" addr=\(127[0-9.:]*\).*/\1/p' "$DIR/origin.log"); [ -n "$ORIGIN" ] && break; sleep 0.1; done
 "$BIN" vod publish "$DIR/media/clip.mp4" --key "$DIR/provider.key" --origin "http://$ORIGIN/" --catalog "$DIR/catalog"
 echo; echo "== the provider pushes the clip to 2 gateways in different neighbourhoods"
-for _ in $(seq 10); do
+# Gateways announce themselves within 10 s of starting: retry until two are found.
+for _ in $(seq 30); do
   "$BIN" vod push clip.mp4 --replicas 2 --catalog "$DIR/catalog" --key "$DIR/provider.key" \
-    --bootstrap "$SEED" --listen /ip4/127.0.0.1/udp/0/quic-v1 --timeout 60s && break
+    --bootstrap "$SEED" --listen /ip4/127.0.0.1/udp/0/quic-v1 --timeout 60s --json >"$DIR/push.json" 2>"$DIR/push.err" && break
   sleep 1
 done
-VIEWER=$((N - 1))
+grep -q '"status": "ok"' "$DIR/push.json" || { echo "FAIL: push"; cat "$DIR/push.err"; exit 1; }
+sed -n 's/.*"peer_id": "\([^"]*\)".*/  replica \1/p; s/.*"access_node": "\([^"]*\)".*/    at \1/p' "$DIR/push.json"
+# The viewer is a gateway that is not a replica: it has nothing of the clip.
+VIEWER=
+for i in $(seq $((N - 1)) -1 0); do
+  id=$("$BIN" node status --data "$DIR/node$i" --json | sed -n 's/.*"peer_id": "\([^"]*\)".*/\1/p')
+  grep -q "$id" "$DIR/push.json" || { VIEWER=$i; break; }
+done
 "$BIN" vod add clip.mp4 --catalog "$DIR/catalog" --data "$DIR/node$VIEWER"
-echo "== origin switched off; node$VIEWER streams the clip from its peers"
+echo "== origin switched off; node$VIEWER (not a replica) streams the clip from its peers"
 kill "$ORIGIN_PID"
 VOD=$("$BIN" node status --data "$DIR/node$VIEWER" --json | sed -n '/"vod"/,/}/s/.*"addr": "\([^"]*\)".*/\1/p')
 ffprobe -v error -show_entries format=duration,format_name:stream=codec_name,width,height -of compact "http://$VOD/vod/clip.mp4"
@@ -92,7 +100,9 @@ curl -sf -o "$DIR/streamed.mp4" "http://$VOD/vod/clip.mp4"
 cmp "$DIR/streamed.mp4" "$DIR/media/clip.mp4" && echo "streamed copy is byte-identical ($(stat -c %s "$DIR/streamed.mp4") bytes)"
 curl -sf -H "Range: bytes=1000-1999" "http://$VOD/vod/clip.mp4" | cmp - <(tail -c +1001 "$DIR/media/clip.mp4" | head -c 1000) && echo "range request OK"
 TOKEN=$(cat "$DIR/node$VIEWER/api-token"); API=$(cat "$DIR/node$VIEWER/api.addr")
-curl -sf -H "Authorization: Bearer $TOKEN" "http://$API/api/v1/vod/stats" | sed -n 's/^  "\(origin_bytes\|peer_bytes\|strategy\)": \(.*\),$/  \1: \2/p'
+curl -sf -H "Authorization: Bearer $TOKEN" "http://$API/api/v1/vod/stats" >"$DIR/viewer-stats.json"
+sed -n 's/^  "\(origin_bytes\|peer_bytes\|strategy\)": \(.*\),$/  \1: \2/p' "$DIR/viewer-stats.json"
+grep -q '^  "origin_bytes": 0,' "$DIR/viewer-stats.json" || { echo "FAIL: the viewer fetched from the origin"; exit 1; }
 
 echo; echo "== stopping the fleet (SIGINT)"
 cleanup
