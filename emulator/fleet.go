@@ -34,6 +34,9 @@ type Gateway struct {
 	done   chan struct{}
 }
 
+// DataDir is the gateway's data directory (its identity key is there before it first starts).
+func (g *Gateway) DataDir() string { return g.dataDir }
+
 // Node is the running node, nil while the gateway is down.
 func (g *Gateway) Node() *node.Node {
 	g.mu.Lock()

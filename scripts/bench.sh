@@ -24,6 +24,10 @@ run ./overlay 'Connect' 30x
 run ./overlay 'StartToRoutable' 20x
 run ./overlay 'IdleFleet' 1x
 run ./emulator/vnet 'PacketForwarding|IdleHosts' 1s
+# Slices and WebAssembly apps (issue 5; needs wat2wasm, from scripts/install-deps.sh).
+run ./node/slice 'IdleSliceMemory' 1x
+run ./node/slice 'ProbeSlice|ProbePolling|ProbeOverOverlay|InstallToRunning' 1s
+run ./node/slice/wasm '.' 1s
 
 # Idle daemon: a real `nanodc node` process with one peer, after it has settled.
 echo "== idle daemon (real process, one peer, 20 s settle)"

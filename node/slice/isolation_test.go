@@ -52,7 +52,7 @@ type gateway struct {
 	dir string
 }
 
-func startGateway(t *testing.T, dir string, operator peer.ID) *gateway {
+func startGateway(t testing.TB, dir string, operator peer.ID) *gateway {
 	t.Helper()
 	ov, err := overlay.New(overlay.Config{PrivKey: newKey(t),
 		ListenAddrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")}})
@@ -84,7 +84,7 @@ type client struct {
 	gw  peer.ID
 }
 
-func newClient(t *testing.T, gw *gateway, key crypto.PrivKey) *client {
+func newClient(t testing.TB, gw *gateway, key crypto.PrivKey) *client {
 	t.Helper()
 	h, err := libp2p.New(libp2p.Identity(key), libp2p.NoListenAddrs, libp2p.DisableRelay())
 	if err != nil {
