@@ -136,7 +136,7 @@ func (w *deployWorkload) Wait() {
 	}
 }
 func (w *deployWorkload) Sample(*emulator.Recorder) {}
-func (w *deployWorkload) Summary() any             { return w.results }
+func (w *deployWorkload) Summary() any              { return w.results }
 func (w *deployWorkload) Report(*emulator.Recorder) (report.Table, []report.Plot) {
 	return report.Table{}, nil
 }
