@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -171,7 +172,8 @@ func New(cfg Config) (_ *Overlay, err error) {
 		// Its trace reporter costs ~5 % CPU in a 200-node emulation, for figures nobody reads.
 		rmOpts = append(rmOpts, rcmgr.WithMetricsDisabled())
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale()), rmOpts...)
+	limiter := sliceLimiter{Limiter: rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())}
+	rm, err := rcmgr.NewResourceManager(limiter, rmOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: resource manager: %w", err)
 	}
@@ -509,4 +511,23 @@ func (n mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 	if err := n.o.host.Connect(ctx, ai); err != nil {
 		n.o.log.Debug("mDNS peer dial failed", "peer", ai.ID, "err", err)
 	}
+}
+
+// SliceServicePrefix names the resource-manager service scopes of providers' slices: the
+// streams of a slice's protocols are attached to the service SliceServicePrefix+<slice id>,
+// which has SliceLimits of its own. One slice exhausting its streams or stream memory does so
+// inside its scope; the gateway's system limits (and the other slices) are untouched.
+const SliceServicePrefix = "nanodc-slice-"
+
+// SliceLimits bounds each slice's streams: far below the system limits, so that no slice, nor
+// a few together, can take the gateway's streams or memory from the others.
+var SliceLimits = rcmgr.BaseLimit{StreamsInbound: 128, StreamsOutbound: 128, Streams: 192, Memory: 16 << 20}
+
+type sliceLimiter struct{ rcmgr.Limiter }
+
+func (l sliceLimiter) GetServiceLimits(svc string) rcmgr.Limit {
+	if strings.HasPrefix(svc, SliceServicePrefix) {
+		return SliceLimits
+	}
+	return l.Limiter.GetServiceLimits(svc)
 }

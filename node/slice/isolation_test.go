@@ -54,13 +54,23 @@ type gateway struct {
 
 func startGateway(t testing.TB, dir string, operator peer.ID) *gateway {
 	t.Helper()
+	return startGatewayWith(t, Options{Dir: dir, Operator: operator})
+}
+
+// startGatewayWith starts a gateway with opts (Dir defaults to a temporary directory).
+func startGatewayWith(t testing.TB, opts Options) *gateway {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
 	ov, err := overlay.New(overlay.Config{PrivKey: newKey(t),
 		ListenAddrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m, err := New(ctx, Options{Dir: dir, Operator: operator, Overlay: ov, Version: "test"})
+	opts.Overlay, opts.Version = ov, "test"
+	m, err := New(ctx, opts)
 	if err != nil {
 		cancel()
 		ov.Close()
@@ -74,7 +84,7 @@ func startGateway(t testing.TB, dir string, operator peer.ID) *gateway {
 		}
 		ov.Close()
 	})
-	return &gateway{ov: ov, m: m, dir: dir}
+	return &gateway{ov: ov, m: m, dir: opts.Dir}
 }
 
 // client is a management caller: a bare libp2p host with its own key.

@@ -13,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nanodc/nanodc/node/slice/wasm"
@@ -272,4 +274,48 @@ func (m *Manager) sliceIDs() []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// ProtocolID is a protocol in slice id's private namespace on the overlay.
+func ProtocolID(id, proto string) protocol.ID {
+	return protocol.ID("/nanodc/slice/" + id + "/" + proto)
+}
+
+// Handle serves proto in the app's slice namespace (/nanodc/slice/<id>/<proto>). Every
+// stream is first attached to the slice's resource-manager scope, so a slice that runs out
+// of streams or stream memory runs out alone. The returned func removes the handler.
+func (e AppEnv) Handle(proto string, h network.StreamHandler) (remove func(), err error) {
+	if e.Overlay == nil {
+		return nil, errors.New("slice: no overlay")
+	}
+	if err := ValidID("protocol", proto); err != nil {
+		return nil, err
+	}
+	pid, svc := ProtocolID(e.Slice, proto), overlay.SliceServicePrefix+e.Slice
+	host := e.Overlay.Host()
+	host.SetStreamHandler(pid, func(s network.Stream) {
+		if err := s.Scope().SetService(svc); err != nil {
+			_ = s.Reset() // over the slice's limits: refused inside its own scope
+			return
+		}
+		h(s)
+	})
+	return func() { host.RemoveStreamHandler(pid) }, nil
+}
+
+// NewStream opens a stream to another gateway's instance of the same slice's proto, in the
+// slice's resource-manager scope.
+func (e AppEnv) NewStream(ctx context.Context, p peer.ID, proto string) (network.Stream, error) {
+	if e.Overlay == nil {
+		return nil, errors.New("slice: no overlay")
+	}
+	s, err := e.Overlay.Host().NewStream(ctx, p, ProtocolID(e.Slice, proto))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Scope().SetService(overlay.SliceServicePrefix + e.Slice); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("slice %s: %w", e.Slice, err)
+	}
+	return s, nil
 }
