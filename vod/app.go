@@ -337,9 +337,7 @@ func (a *App) Close() error {
 	a.wg.Wait()
 	var errs []error
 	if a.client != nil {
-		for _, err := range a.client.Close() {
-			errs = append(errs, err)
-		}
+		errs = append(errs, a.client.Close()...)
 	}
 	if a.tr != nil {
 		a.tr.Close()

@@ -264,18 +264,6 @@ func writeJSONError(w http.ResponseWriter, status int, msg string) {
 	fmt.Fprintf(w, "{\"error\":%q}\n", msg)
 }
 
-// sliceIDs lists the slices, sorted.
-func (m *Manager) sliceIDs() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var ids []string
-	for _, s := range m.st.Slices {
-		ids = append(ids, s.ID)
-	}
-	slices.Sort(ids)
-	return ids
-}
-
 // ProtocolID is a protocol in slice id's private namespace on the overlay.
 func ProtocolID(id, proto string) protocol.ID {
 	return protocol.ID("/nanodc/slice/" + id + "/" + proto)
