@@ -8,16 +8,17 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/nanodc/nanodc/internal/atomicfile"
 )
 
 // Files kept in the data directory.
 const (
 	IdentityFile = "identity.key" // libp2p-marshalled Ed25519 private key
-	TokenFile    = "api-token"    // the home admin's bearer token for the management API
+	TokenFile    = "api-token"    // the local root's (operator's) bearer token for the management API
 	APIAddrFile  = "api.addr"     // where the running node's API listens, for the CLI
 	ConfigFile   = "config.yaml"  // read when --config is not given and the file exists
 )
@@ -85,28 +86,5 @@ func tokenEqual(a, b string) bool {
 // writeFileAtomic writes via a temporary file and rename, so a crash never leaves a
 // half-written key behind.
 func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, data, perm)
 }
