@@ -140,6 +140,7 @@ func New(opts Options) (_ *Node, err error) {
 		Dir: filepath.Join(opts.DataDir, "slices"), Operator: operator, Overlay: n.overlay,
 		Version: opts.Version, Logger: n.log.With("component", "slices"), Registerer: reg,
 		CallTimeout: cfg.Slices.CallTimeout,
+		Runtimes:    map[string]slice.Runtime{KindVOD: &vodKind{n: n}},
 	})
 	if err != nil {
 		return nil, err

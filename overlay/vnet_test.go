@@ -63,10 +63,11 @@ func TestNearestFollowsRTT(t *testing.T) {
 	var got []peer.ID
 	for _, p := range asker.Peers() {
 		got = append(got, p.ID)
-		// Configured path RTT: 2 × (our delay + theirs). The measurement must be close.
+		// Configured path RTT: 2 × (our delay + theirs). The measurement must be close: a
+		// little under is possible (ping takes its start time after the packet is queued).
 		idx := slices.IndexFunc(nodes, func(o *overlay.Overlay) bool { return o.ID() == p.ID })
 		want := 2 * (delays[0] + delays[idx])
-		if p.RTT < want || p.RTT > want+10*time.Millisecond {
+		if p.RTT < want-time.Millisecond || p.RTT > want+10*time.Millisecond {
 			t.Errorf("RTT to node %d = %v, configured path %v", idx, p.RTT, want)
 		}
 	}

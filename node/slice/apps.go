@@ -179,17 +179,22 @@ func (m *Manager) startLocked(ctx context.Context, s *Slice, a *AppRecord, fault
 	if n := len(ls.apps); n >= s.Quotas.withDefaults().MaxApps {
 		return fail(faultCode, fmt.Errorf("slice %q already runs %d apps, its quota", s.ID, n))
 	}
+	// Linear memory is reserved for WASM apps only: Go code of built-in kinds cannot be
+	// metered per slice (docs/slices.md).
 	free := s.Quotas.withDefaults().MemoryBytes - m.reservedMemoryLocked(s.ID)
 	mem := u.Manifest.MemoryBytes
 	if mem == 0 {
 		mem = min(free, 16<<20)
 	}
-	if mem > free || mem < 64<<10 {
+	if u.Manifest.Kind != KindWASM {
+		mem = 0
+	} else if mem > free || mem < 64<<10 {
 		return fail(faultCode, fmt.Errorf("app %s needs %d bytes of memory; slice %q has %d of its %d-byte quota free",
 			a.Name, mem, s.ID, max(free, 0), s.Quotas.withDefaults().MemoryBytes))
 	}
 	a.Status = StateStarting
 	env := AppEnv{Slice: s.ID, App: a.Name, FilesDir: ls.storage.filesDir(a.Name), MemoryBytes: mem,
+		Quotas: s.Quotas.withDefaults(), Provider: s.Provider,
 		Host: &sliceHost{m: m, ls: ls, slice: s.ID, app: a.Name}, Overlay: m.opts.Overlay,
 		Logger: m.log.With("slice", s.ID, "app", a.Name)}
 	if err := os.MkdirAll(env.FilesDir, 0o700); err != nil {

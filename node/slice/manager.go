@@ -51,7 +51,9 @@ type AppEnv struct {
 	Slice       string
 	App         string
 	FilesDir    string // private storage the app may use as its file system
-	MemoryBytes int64  // the cap reserved for it from the slice's memory quota
+	MemoryBytes int64  // the cap reserved for it from the slice's memory quota (WASM apps)
+	Quotas      Quotas // the slice's quotas, defaults filled in (built-in kinds apply them)
+	Provider    peer.ID
 	Host        wasm.Host
 	Overlay     *overlay.Overlay
 	Logger      *slog.Logger

@@ -1,0 +1,132 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/nanodc/nanodc/node/slice"
+	"github.com/nanodc/nanodc/vod"
+)
+
+// KindVOD is the built-in app kind that runs the peer-assisted VoD app inside a video
+// provider's slice.
+const KindVOD = "vod"
+
+// vodKind runs the VoD app in a slice: its cache lives in the slice's storage and counts
+// against the slice's storage quota, its upload to peers is capped by the slice's upload
+// share, and it accepts only titles signed (and pushed) by the slice's provider. Its overlay
+// protocols are the fleet's VoD protocols, so a gateway runs one VoD app: a second (or one
+// beside the node-level `vod:` app) is refused, naming the one that runs.
+type vodKind struct {
+	n       *Node
+	mu      sync.Mutex
+	running string // "slice/app" holding it, "" when free
+}
+
+// vodUnitConfig is what a vod unit's manifest config may set.
+type vodUnitConfig struct {
+	Strategy string `json:"strategy"`
+	MaxPeers int    `json:"max_peers"`
+}
+
+func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (slice.Instance, error) {
+	var cfg vodUnitConfig
+	if len(u.Manifest.Config) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(u.Manifest.Config)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return nil, fmt.Errorf("vod unit config: %w", err)
+		}
+	}
+	strategy := vod.StrategyNanodc
+	if cfg.Strategy != "" {
+		var err error
+		if strategy, err = vod.ParseStrategy(cfg.Strategy); err != nil {
+			return nil, err
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case k.n.vod != nil:
+		return nil, errors.New("this gateway runs the VoD app from its node configuration (vod.enabled); one VoD app per gateway")
+	case k.running != "":
+		return nil, fmt.Errorf("the VoD app already runs in %s on this gateway; one VoD app per gateway", k.running)
+	}
+	// The cache may fill nine tenths of the slice's storage quota: the rest is for the app's
+	// state files and the slice's other apps.
+	app, err := vod.New(vod.Options{
+		Overlay:        env.Overlay,
+		Dir:            env.FilesDir,
+		CacheBytes:     max(env.Quotas.StorageBytes*9/10, 1<<20),
+		Providers:      []peer.ID{env.Provider},
+		Strategy:       strategy,
+		MaxPeers:       cfg.MaxPeers,
+		UploadLimitBps: env.Quotas.UploadBps,
+		Logger:         env.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &vodInstance{app: app, cancel: cancel, done: make(chan struct{}), served: make(chan struct{}),
+		prefix: "/slices/" + env.Slice + "/apps/" + env.App, release: func() {
+			k.mu.Lock()
+			k.running = ""
+			k.mu.Unlock()
+		}}
+	k.running = env.Slice + "/" + env.App
+	go func() {
+		defer close(in.served)
+		_ = app.Serve(ctx)
+	}()
+	return in, nil
+}
+
+type vodInstance struct {
+	app     *vod.App
+	prefix  string
+	cancel  context.CancelFunc
+	served  chan struct{} // closed when Serve returned
+	done    chan struct{} // closed when stopped
+	once    sync.Once
+	release func()
+}
+
+// ServeHTTP serves the app's /vod/{title} (and its read-only title and stats listings)
+// under the slice's path.
+func (v *vodInstance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	http.StripPrefix(v.prefix, v.app.Handler()).ServeHTTP(w, r)
+}
+
+func (v *vodInstance) Stop(ctx context.Context) error {
+	var err error
+	v.once.Do(func() {
+		v.cancel()
+		select {
+		case <-v.served:
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+		err = v.app.Close()
+		v.release()
+		close(v.done)
+	})
+	return err
+}
+
+func (v *vodInstance) Fault() (string, string) { return "", "" }
+func (v *vodInstance) Done() <-chan struct{}   { return v.done }
+
+// MemoryBytes is 0: Go code is not metered per slice (docs/slices.md); the app is held to
+// its slice's storage and upload quotas instead.
+func (v *vodInstance) MemoryBytes() int64     { return 0 }
+func (v *vodInstance) CPUTime() time.Duration { return 0 }

@@ -1,0 +1,160 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/nanodc/nanodc/node"
+	"github.com/nanodc/nanodc/node/slice"
+	"github.com/nanodc/nanodc/vod"
+	"github.com/nanodc/nanodc/vod/catalog"
+)
+
+// TestVODInProviderSlice: the video provider's VoD app runs as the built-in kind "vod" in its
+// slice. The provider pushes a title over the overlay, the gateway's home side streams it
+// from under the slice's path, the cache sits in the slice's storage and counts in its
+// usage, and a competitor's title is refused.
+func TestVODInProviderSlice(t *testing.T) {
+	dir := t.TempDir()
+	n := start(t, dir, loopbackConfig())
+	root := readToken(t, dir, node.TokenFile)
+	addr := n.APIAddr()
+
+	provKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	prov, _ := peer.IDFromPrivateKey(provKey)
+	if r := post(t, addr, root, slice.Request{Op: slice.OpSliceCreate, Slice: "video", Provider: prov.String(),
+		Quotas: &slice.Quotas{StorageBytes: 64 << 20, UploadBps: 2_000_000}}); r.Status != 200 {
+		t.Fatalf("slice.create: %+v", r)
+	}
+	u, err := slice.Pack(provKey, slice.Manifest{Name: "vod", Version: "1", Kind: node.KindVOD, Config: json.RawMessage(`{"strategy":"nanodc"}`)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := u.Encode()
+	// The provider installs it with a token the operator minted for it.
+	r := post(t, addr, root, slice.Request{Op: slice.OpTokenCreate, Role: slice.RoleProvider, Peer: prov.String()})
+	var tok struct{ Token string }
+	_ = json.Unmarshal(r.Result, &tok)
+	if r := post(t, addr, tok.Token, slice.Request{Op: slice.OpAppInstall, Slice: "video", Unit: raw, Start: true}); r.Status != 200 {
+		t.Fatalf("install vod: %+v", r)
+	}
+
+	// The provider's title: 1 MiB published with its key, origin on loopback.
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	media := t.TempDir()
+	if err := os.WriteFile(filepath.Join(media, "film.mp4"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	origin := httptest.NewServer(http.FileServer(http.Dir(media)))
+	defer origin.Close()
+	publish := func(key crypto.PrivKey) *catalog.Entry {
+		e, err := catalog.Publish(context.Background(), filepath.Join(media, "film.mp4"), catalog.PublishOptions{
+			Key: key, OriginBase: origin.URL, BitrateBps: 1_000_000, Duration: 8 * time.Second, MIME: "video/mp4", PieceLength: 64 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	entry := publish(provKey)
+
+	// Push from the provider's own host, over the overlay.
+	h, err := libp2p.New(libp2p.Identity(provKey), libp2p.NoListenAddrs, libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ov := n.Overlay()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.Connect(ctx, peer.AddrInfo{ID: ov.ID(), Addrs: ov.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := vod.PushTo(ctx, h, ov.ID(), entry)
+	if err != nil || !res.OK {
+		t.Fatalf("push: %v %+v", err, res)
+	}
+
+	// The home side: /slices/video/apps/vod/vod/film.mp4, no token, full bytes and ranges.
+	base := "http://" + addr + "/slices/video/apps/vod/vod/film.mp4"
+	resp, err := http.Get(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, data) {
+		t.Fatalf("GET: %d, %d bytes equal=%v", resp.StatusCode, len(got), bytes.Equal(got, data))
+	}
+	req, _ := http.NewRequest("GET", base, nil)
+	req.Header.Set("Range", "bytes=1000-1999")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, data[1000:2000]) {
+		t.Fatalf("Range: %d %d bytes", resp.StatusCode, len(got))
+	}
+
+	// The cache is in the slice's storage and counts there.
+	files, _ := filepath.Glob(filepath.Join(dir, "slices", "slices", "video", "files", "vod", "data", "*", "film.mp4"))
+	if len(files) != 1 {
+		t.Fatalf("cached file under the slice: %v", files)
+	}
+	// The watchdog's storage rescan (every 5 s) counts the cache in the slice's usage.
+	for deadline := time.Now().Add(12 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		sv := post(t, addr, root, slice.Request{Op: slice.OpProbeSlice, Slice: "video"})
+		var view struct {
+			Usage struct {
+				StorageBytes int64 `json:"storage_bytes"`
+			} `json:"usage"`
+		}
+		_ = json.Unmarshal(sv.Result, &view)
+		if view.Usage.StorageBytes >= int64(len(data)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slice storage usage %d, want at least the cached title's %d", view.Usage.StorageBytes, len(data))
+		}
+	}
+
+	// A competitor's title is not accepted by this slice's app.
+	otherKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	h2, err := libp2p.New(libp2p.Identity(otherKey), libp2p.NoListenAddrs, libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	if err := h2.Connect(ctx, peer.AddrInfo{ID: ov.ID(), Addrs: ov.Host().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := vod.PushTo(ctx, h2, ov.ID(), publish(otherKey)); err == nil && res.OK {
+		t.Fatal("a competitor pushed a title into the video provider's slice")
+	}
+
+	// A second VoD app on the same gateway is refused with the reason.
+	if r := post(t, addr, root, slice.Request{Op: slice.OpSliceCreate, Slice: "video2", Provider: prov.String()}); r.Status != 200 {
+		t.Fatal(r.Error)
+	}
+	u2, _ := slice.Pack(provKey, slice.Manifest{Name: "vod", Kind: node.KindVOD}, nil)
+	raw2, _ := u2.Encode()
+	if r := post(t, addr, root, slice.Request{Op: slice.OpAppInstall, Slice: "video2", Unit: raw2, Start: true}); r.Status == 200 ||
+		!bytes.Contains([]byte(r.Error), []byte("one VoD app per gateway")) {
+		t.Fatalf("second vod app: %+v", r)
+	}
+}
