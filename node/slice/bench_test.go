@@ -77,6 +77,7 @@ func BenchmarkProbeSlice(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e3, "us/probe")
 }
 
 // BenchmarkProbePolling: 100 providers each polling their slice's probe once a second, as
@@ -124,6 +125,7 @@ func BenchmarkInstallToRunning(b *testing.B) {
 		}
 		b.StartTimer()
 	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/install")
 }
 
 // BenchmarkProbeOverOverlay is one provider's probe of its slice through the real management
@@ -150,4 +152,5 @@ func BenchmarkProbeOverOverlay(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e3, "us/probe")
 }
