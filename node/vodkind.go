@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -22,13 +21,14 @@ const KindVOD = "vod"
 
 // vodKind runs the VoD app in a slice: its cache lives in the slice's storage and counts
 // against the slice's storage quota, its upload to peers is capped by the slice's upload
-// share, and it accepts only titles signed (and pushed) by the slice's provider. Its overlay
-// protocols are the fleet's VoD protocols, so a gateway runs one VoD app: a second (or one
-// beside the node-level `vod:` app) is refused, naming the one that runs.
+// share, it accepts only titles signed (and pushed) by the slice's provider, and its overlay
+// protocols, gossip topic and DHT record live in the slice's namespace
+// (/nanodc/slice/<id>/vod/…): competing video providers on one gateway each have their own
+// swarm. One VoD app per slice.
 type vodKind struct {
 	n       *Node
 	mu      sync.Mutex
-	running string // "slice/app" holding it, "" when free
+	running map[string]string // slice → app running VoD there
 }
 
 // vodUnitConfig is what a vod unit's manifest config may set.
@@ -55,11 +55,8 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	switch {
-	case k.n.vod != nil:
-		return nil, errors.New("this gateway runs the VoD app from its node configuration (vod.enabled); one VoD app per gateway")
-	case k.running != "":
-		return nil, fmt.Errorf("the VoD app already runs in %s on this gateway; one VoD app per gateway", k.running)
+	if app := k.running[env.Slice]; app != "" {
+		return nil, fmt.Errorf("slice %q already runs the VoD app as %q; one VoD app per slice", env.Slice, app)
 	}
 	// The cache may fill nine tenths of the slice's storage quota: the rest is for the app's
 	// state files and the slice's other apps.
@@ -69,6 +66,7 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 		CacheBytes:     max(env.Quotas.StorageBytes*9/10, 1<<20),
 		Providers:      []peer.ID{env.Provider},
 		Strategy:       strategy,
+		Namespace:      env.Slice,
 		MaxPeers:       cfg.MaxPeers,
 		UploadLimitBps: env.Quotas.UploadBps,
 		Logger:         env.Logger,
@@ -80,10 +78,13 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 	in := &vodInstance{app: app, cancel: cancel, done: make(chan struct{}), served: make(chan struct{}),
 		prefix: "/slices/" + env.Slice + "/apps/" + env.App, release: func() {
 			k.mu.Lock()
-			k.running = ""
+			delete(k.running, env.Slice)
 			k.mu.Unlock()
 		}}
-	k.running = env.Slice + "/" + env.App
+	if k.running == nil {
+		k.running = map[string]string{}
+	}
+	k.running[env.Slice] = env.App
 	go func() {
 		defer close(in.served)
 		_ = app.Serve(ctx)

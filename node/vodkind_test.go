@@ -26,7 +26,8 @@ import (
 // TestVODInProviderSlice: the video provider's VoD app runs as the built-in kind "vod" in its
 // slice. The provider pushes a title over the overlay, the gateway's home side streams it
 // from under the slice's path, the cache sits in the slice's storage and counts in its
-// usage, and a competitor's title is refused.
+// usage, and a competitor's title is refused; the competitor runs its own VoD app in its own
+// slice and namespace on the same gateway.
 func TestVODInProviderSlice(t *testing.T) {
 	dir := t.TempDir()
 	n := start(t, dir, loopbackConfig())
@@ -83,7 +84,7 @@ func TestVODInProviderSlice(t *testing.T) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: ov.ID(), Addrs: ov.Host().Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := vod.PushTo(ctx, h, ov.ID(), entry)
+	res, err := vod.PushToNamespace(ctx, h, ov.ID(), "video", entry)
 	if err != nil || !res.OK {
 		t.Fatalf("push: %v %+v", err, res)
 	}
@@ -143,18 +144,47 @@ func TestVODInProviderSlice(t *testing.T) {
 	if err := h2.Connect(ctx, peer.AddrInfo{ID: ov.ID(), Addrs: ov.Host().Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := vod.PushTo(ctx, h2, ov.ID(), publish(otherKey)); err == nil && res.OK {
+	otherProv, _ := peer.IDFromPrivateKey(otherKey)
+	otherEntry := publish(otherKey)
+	if res, err := vod.PushToNamespace(ctx, h2, ov.ID(), "video", otherEntry); err == nil && res.OK {
 		t.Fatal("a competitor pushed a title into the video provider's slice")
+	} else if err == nil && res.Error == "" {
+		t.Fatal("the refused push gave no reason")
 	}
 
-	// A second VoD app on the same gateway is refused with the reason.
-	if r := post(t, addr, root, slice.Request{Op: slice.OpSliceCreate, Slice: "video2", Provider: prov.String()}); r.Status != 200 {
+	// A competing video provider gets its own VoD app in its own slice on the same gateway,
+	// in its own namespace: its push reaches its app, its title streams from its path, and the
+	// first provider's app still does not know it.
+	if r := post(t, addr, root, slice.Request{Op: slice.OpSliceCreate, Slice: "video2", Provider: otherProv.String()}); r.Status != 200 {
 		t.Fatal(r.Error)
 	}
-	u2, _ := slice.Pack(provKey, slice.Manifest{Name: "vod", Kind: node.KindVOD}, nil)
+	u2, _ := slice.Pack(otherKey, slice.Manifest{Name: "vod", Kind: node.KindVOD}, nil)
 	raw2, _ := u2.Encode()
-	if r := post(t, addr, root, slice.Request{Op: slice.OpAppInstall, Slice: "video2", Unit: raw2, Start: true}); r.Status == 200 ||
-		!bytes.Contains([]byte(r.Error), []byte("one VoD app per gateway")) {
-		t.Fatalf("second vod app: %+v", r)
+	if r := post(t, addr, root, slice.Request{Op: slice.OpAppInstall, Slice: "video2", Unit: raw2, Start: true}); r.Status != 200 {
+		t.Fatalf("second provider's vod app: %+v", r)
+	}
+	if res, err := vod.PushToNamespace(ctx, h2, ov.ID(), "video2", otherEntry); err != nil || !res.OK {
+		t.Fatalf("push into video2: %v %+v", err, res)
+	}
+	for _, c := range []struct {
+		path string
+		want int
+	}{{"/slices/video2/apps/vod/vod/film.mp4", 200}, {"/slices/video/apps/vod/vod/film.mp4", 200}} {
+		resp, err := http.Get("http://" + addr + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want || !bytes.Equal(body, data) {
+			t.Fatalf("GET %s: %d, %d bytes", c.path, resp.StatusCode, len(body))
+		}
+	}
+	// One VoD app per slice.
+	u3, _ := slice.Pack(otherKey, slice.Manifest{Name: "vod2", Kind: node.KindVOD}, nil)
+	raw3, _ := u3.Encode()
+	if r := post(t, addr, root, slice.Request{Op: slice.OpAppInstall, Slice: "video2", Unit: raw3, Start: true}); r.Status == 200 ||
+		!bytes.Contains([]byte(r.Error), []byte("one VoD app per slice")) {
+		t.Fatalf("second vod app in one slice: %+v", r)
 	}
 }

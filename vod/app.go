@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sync"
 	"time"
@@ -79,6 +80,9 @@ type Options struct {
 	// connections over TCP, so that ordinary clients can fetch titles from the gateway. The
 	// gateway never dials TCP peers itself.
 	BitTorrentListen string
+	// Namespace puts the app's overlay protocols, gossip topic and gateway record under a
+	// provider's slice (the slice id); "" is the gateway's own VoD app.
+	Namespace string
 	// UploadLimitBps caps what the gateway uploads to peers, in bits per second of payload
 	// (0: no cap). On a DSL line it belongs a little below the uplink rate: a saturated
 	// uplink queues the gateway's own requests and acknowledgements behind hundreds of
@@ -125,6 +129,9 @@ func (o *Options) setDefaults() error {
 		o.AnnounceJitter = 10 * time.Second
 	}
 	o.AnnounceJitter = max(o.AnnounceJitter, 0)
+	if o.Namespace != "" && !namespaceRE.MatchString(o.Namespace) {
+		return fmt.Errorf("vod: namespace %q: want a slice id (a-z, 0-9, '-', at most 32)", o.Namespace)
+	}
 	if o.UploadLimitBps < 0 {
 		return errors.New("vod: UploadLimitBps must not be negative")
 	}
@@ -134,9 +141,12 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
+var namespaceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
 // App is the VoD app of one gateway.
 type App struct {
 	opts    Options
+	protos  ProtocolSet
 	log     *slog.Logger
 	ov      *overlay.Overlay
 	client  *torrent.Client
@@ -191,6 +201,7 @@ func New(opts Options) (_ *App, err error) {
 	}
 	a := &App{
 		opts:    opts,
+		protos:  Protocols(opts.Namespace),
 		log:     opts.Logger,
 		ov:      opts.Overlay,
 		titles:  map[string]*title{},
@@ -216,10 +227,10 @@ func New(opts Options) (_ *App, err error) {
 	if err := a.loadTitles(); err != nil {
 		return nil, err
 	}
-	a.ov.Host().SetStreamHandler(PushProtocol, a.handlePush)
+	a.ov.Host().SetStreamHandler(a.protos.Push, a.handlePush)
 	a.wg.Go(a.announceGateway)
 	if a.client != nil {
-		if a.topic, err = a.ov.Topic(HaveTopic); err != nil {
+		if a.topic, err = a.ov.Topic(a.protos.HaveTopic); err != nil {
 			return nil, fmt.Errorf("vod: gossip topic: %w", err)
 		}
 		a.wg.Go(func() { a.runGossip(a.topic) })
@@ -282,7 +293,7 @@ func (a *App) startClient() error {
 		return fmt.Errorf("vod: torrent client: %w", err)
 	}
 	a.client = cl
-	a.tr = newTransport(a.ov.Host(), a.countPeerRead)
+	a.tr = newTransport(a.ov.Host(), a.protos.Peer, a.countPeerRead)
 	a.tr.banned = a.isBanned
 	cl.AddDialer(a.tr)
 	cl.AddListener(a.tr)
@@ -332,7 +343,7 @@ func (a *App) Serve(ctx context.Context) error {
 // Close stops streams, the torrent client (before its listener, as anacrolix requires) and
 // saves the cache state.
 func (a *App) Close() error {
-	a.ov.Host().RemoveStreamHandler(PushProtocol)
+	a.ov.Host().RemoveStreamHandler(a.protos.Push)
 	a.cancel()
 	a.wg.Wait()
 	var errs []error

@@ -34,6 +34,26 @@ const maxPushRequest = catalog.MaxEntrySize + 4<<10
 // PushTimeout bounds how long a gateway works on one push.
 const PushTimeout = 15 * time.Minute
 
+// ProtocolSet is where one VoD app meets its peers: the fleet-wide set, or a slice's.
+type ProtocolSet struct {
+	Peer, Push protocol.ID
+	HaveTopic  string
+	Gateways   cid.Cid
+}
+
+// Protocols returns the protocol set of a namespace: "" for the gateway's own VoD app, a
+// slice id for the VoD app of that provider's slice (/nanodc/slice/<id>/vod/…), so that
+// competing video providers on one gateway never see each other's swarms or pushes.
+func Protocols(namespace string) ProtocolSet {
+	if namespace == "" {
+		return ProtocolSet{Peer: PeerProtocol, Push: PushProtocol, HaveTopic: HaveTopic, Gateways: GatewaysCID}
+	}
+	base := "/nanodc/slice/" + namespace + "/vod/"
+	h, _ := multihash.Sum([]byte(base+"gateways/1"), multihash.SHA2_256, -1)
+	return ProtocolSet{Peer: protocol.ID(base + "bt/1.0.0"), Push: protocol.ID(base + "push/1.0.0"),
+		HaveTopic: base + "have/1", Gateways: cid.NewCidV1(cid.Raw, h)}
+}
+
 // GatewaysCID is the DHT key every gateway running the VoD app provides, so that a provider
 // can find the fleet's gateways (and, from their labels, spread its replicas).
 var GatewaysCID = func() cid.Cid {
@@ -160,11 +180,17 @@ func containsPeer(ids []peer.ID, id peer.ID) bool {
 
 // PushTo asks gateway id to pre-place e, and waits for its answer.
 func PushTo(ctx context.Context, h host.Host, id peer.ID, e *catalog.Entry) (PushResult, error) {
+	return PushToNamespace(ctx, h, id, "", e)
+}
+
+// PushToNamespace pushes to the VoD app of a provider's slice (namespace = the slice id;
+// "" is the gateway's own VoD app, as PushTo).
+func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace string, e *catalog.Entry) (PushResult, error) {
 	raw, err := e.Encode()
 	if err != nil {
 		return PushResult{}, err
 	}
-	s, err := h.NewStream(ctx, id, PushProtocol)
+	s, err := h.NewStream(ctx, id, Protocols(namespace).Push)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("unreachable: %w", err)
 	}
@@ -244,7 +270,7 @@ func (a *App) announceGateway() {
 	}
 	for {
 		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
-		err := a.ov.Provide(ctx, GatewaysCID)
+		err := a.ov.Provide(ctx, a.protos.Gateways)
 		cancel()
 		wait := 6 * time.Hour
 		if err != nil {

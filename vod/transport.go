@@ -58,11 +58,13 @@ type transport struct {
 	accept    chan net.Conn
 	closed    chan struct{}
 	closeOnce sync.Once
+	proto     protocol.ID // PeerProtocol, or its slice-namespaced form
 }
 
-func newTransport(h host.Host, onRead func(peer.ID, int)) *transport {
+func newTransport(h host.Host, proto protocol.ID, onRead func(peer.ID, int)) *transport {
 	t := &transport{
 		host:   h,
+		proto:  proto,
 		self:   peerAddr{id: h.ID(), ap: syntheticAddr(h.ID())},
 		banned: func(netip.Addr) bool { return false },
 		onRead: onRead,
@@ -70,7 +72,7 @@ func newTransport(h host.Host, onRead func(peer.ID, int)) *transport {
 		accept: make(chan net.Conn),
 		closed: make(chan struct{}),
 	}
-	h.SetStreamHandler(PeerProtocol, t.handleStream)
+	h.SetStreamHandler(proto, t.handleStream)
 	return t
 }
 
@@ -103,7 +105,7 @@ func (t *transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := t.host.NewStream(ctx, id, PeerProtocol)
+	s, err := t.host.NewStream(ctx, id, t.proto)
 	if err != nil {
 		return nil, fmt.Errorf("vod transport: stream to %s: %w", id, err)
 	}
@@ -144,7 +146,7 @@ func (t *transport) Addr() net.Addr { return t.self }
 // Close stops accepting; anacrolix must be closed first (it keeps calling Accept until then).
 func (t *transport) Close() error {
 	t.closeOnce.Do(func() {
-		t.host.RemoveStreamHandler(PeerProtocol)
+		t.host.RemoveStreamHandler(t.proto)
 		close(t.closed)
 	})
 	return nil
