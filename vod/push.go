@@ -228,7 +228,13 @@ type Replica struct {
 // PushReplicas finds the fleet's VoD gateways, chooses n of them spread across access nodes
 // (matching selector) and pushes e to all of them in parallel.
 func PushReplicas(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, n int, selector map[string]string) ([]Replica, error) {
-	found, err := ov.FindProviders(ctx, GatewaysCID, 0)
+	return PushReplicasNamespace(ctx, ov, "", e, n, selector)
+}
+
+// PushReplicasNamespace is PushReplicas for the VoD apps of a provider's slice (namespace =
+// the slice id): only gateways running that slice's VoD app are candidates.
+func PushReplicasNamespace(ctx context.Context, ov *overlay.Overlay, namespace string, e *catalog.Entry, n int, selector map[string]string) ([]Replica, error) {
+	found, err := ov.FindProviders(ctx, Protocols(namespace).Gateways, 0)
 	if err != nil {
 		return nil, fmt.Errorf("finding gateways: %w", err)
 	}
@@ -241,7 +247,7 @@ func PushReplicas(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, n 
 	for i, g := range chosen {
 		wg.Go(func() {
 			r := Replica{Peer: g.ID, Labels: g.Labels}
-			res, err := PushTo(ctx, ov.Host(), g.ID, e)
+			res, err := PushToNamespace(ctx, ov.Host(), g.ID, namespace, e)
 			switch {
 			case err != nil:
 				r.Status, r.Error = "unreachable", err.Error()

@@ -21,6 +21,7 @@ import (
 func newVodPushCmd() *cobra.Command {
 	var (
 		catalogDir, keyPath string
+		sliceID             string
 		bootstrap, selector []string
 		listen              string
 		replicas            int
@@ -92,7 +93,7 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 			if err := ov.WaitRoutable(ctx); err != nil {
 				return fmt.Errorf("joining the overlay through %v: %w", bootstrap, err)
 			}
-			reps, err := vod.PushReplicas(ctx, ov, entry, replicas, sel)
+			reps, err := vod.PushReplicasNamespace(ctx, ov, sliceID, entry, replicas, sel)
 			if err != nil {
 				return err
 			}
@@ -127,6 +128,7 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 	fl.StringVar(&catalogDir, "catalog", "", "catalog directory written by `vod publish`")
 	fl.StringVar(&keyPath, "key", "", "the provider key that published the title")
 	fl.StringSliceVar(&bootstrap, "bootstrap", nil, "multiaddr of a gateway or bootstrap node, ending in /p2p/<id> (repeatable)")
+	fl.StringVar(&sliceID, "slice", "", "push to the VoD apps of this provider slice (default: the gateways' own VoD app)")
 	fl.StringSliceVar(&selector, "selector", nil, "only gateways with this label, label=value (repeatable)")
 	fl.IntVar(&replicas, "replicas", 3, "how many gateways get the title")
 	fl.StringVar(&listen, "listen", "/ip4/0.0.0.0/udp/0/quic-v1", "where the provider's temporary node listens")
