@@ -84,10 +84,7 @@ func (w *deployWorkload) Start(ctx context.Context, env *emulator.Env) error {
 	}
 	w.isp, w.down = map[peer.ID]string{}, map[peer.ID]bool{}
 	for _, g := range env.Fleet.Gateways {
-		id, err := peer.IDFromPublicKey(mustPub(g))
-		if err == nil {
-			w.isp[id] = g.ISP
-		}
+		w.isp[peerOf(g)] = g.ISP
 	}
 	w.wg.Go(func() { _ = w.ov.Serve(ctx) })
 	w.wg.Go(func() {

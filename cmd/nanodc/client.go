@@ -36,23 +36,31 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 
 func (f *clientFlags) client(cmd *cobra.Command) (*apiClient, error) {
 	dataDir, _ := cmd.Flags().GetString("data")
-	addr := f.api
+	addr, tok, err := localAPI(dataDir, f.api, f.tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{base: "http://" + addr, token: tok, http: &http.Client{Timeout: 90 * time.Second}}, nil
+}
+
+// localAPI finds a running node's management API and token: the flags when given, else the
+// files the node writes in its data directory.
+func localAPI(dataDir, addr, tokenFile string) (string, string, error) {
 	if addr == "" {
 		b, err := os.ReadFile(filepath.Join(dataDir, node.APIAddrFile))
 		if err != nil {
-			return nil, fmt.Errorf("is the node running? reading its API address: %w", err)
+			return "", "", fmt.Errorf("is the node running? reading its API address: %w", err)
 		}
 		addr = strings.TrimSpace(string(b))
 	}
-	tf := f.tokenFile
-	if tf == "" {
-		tf = filepath.Join(dataDir, node.TokenFile)
+	if tokenFile == "" {
+		tokenFile = filepath.Join(dataDir, node.TokenFile)
 	}
-	tok, err := os.ReadFile(tf)
+	tok, err := os.ReadFile(tokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading API token: %w", err)
+		return "", "", fmt.Errorf("reading API token: %w", err)
 	}
-	return &apiClient{base: "http://" + addr, token: strings.TrimSpace(string(tok)), http: &http.Client{Timeout: 90 * time.Second}}, nil
+	return addr, strings.TrimSpace(string(tok)), nil
 }
 
 // do sends a request and decodes the JSON answer into out; API errors come back as Go errors.

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
@@ -23,56 +24,45 @@ func newFleetCmd() *cobra.Command {
 	return cmd
 }
 
-// fleetJoin joins the overlay as a DHT client with key and finds the gateways matching
-// selector.
-func fleetJoin(ctx context.Context, keyPath, listen string, bootstrap, selector []string) (*overlay.Overlay, []slice.Target, error) {
-	sel, err := parseSelector(selector)
-	if err != nil {
-		return nil, nil, err
-	}
+// joinOverlay joins the overlay as a DHT client with key, through bootstrap (multiaddrs
+// ending in /p2p/<id>), and waits until it can route. Serve runs until ctx ends; the caller
+// closes the overlay.
+func joinOverlay(ctx context.Context, key crypto.PrivKey, listen string, bootstrap []string) (*overlay.Overlay, error) {
 	var boot []peer.AddrInfo
 	for _, b := range bootstrap {
 		ai, err := peer.AddrInfoFromString(b)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--bootstrap %q: %w", b, err)
+			return nil, fmt.Errorf("--bootstrap %q: want a multiaddr ending in /p2p/<peer ID>: %w", b, err)
 		}
 		boot = append(boot, *ai)
 	}
 	if len(boot) == 0 {
-		return nil, nil, fmt.Errorf("--bootstrap: at least one gateway or bootstrap node is needed")
-	}
-	key, err := catalog.LoadKey(keyPath)
-	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("--bootstrap: at least one gateway or bootstrap address is needed to join the overlay")
 	}
 	la, err := ma.NewMultiaddr(listen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--listen: %w", err)
+		return nil, fmt.Errorf("--listen: %w", err)
 	}
 	ov, err := overlay.New(overlay.Config{PrivKey: key, ListenAddrs: []ma.Multiaddr{la}, Bootstrap: boot,
 		DHTMode: overlay.DHTClient, Version: version})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	go ov.Serve(ctx)
 	if err := ov.WaitRoutable(ctx); err != nil {
 		ov.Close()
-		return nil, nil, fmt.Errorf("joining the overlay through %v: %w", bootstrap, err)
+		return nil, fmt.Errorf("joining the overlay through %v: %w", bootstrap, err)
 	}
-	targets, err := slice.FindTargets(ctx, ov, sel)
-	if err != nil {
-		ov.Close()
-		return nil, nil, err
-	}
-	return ov, targets, nil
+	return ov, nil
 }
 
+// parseSelector reads label=value pairs (isp, access_node or an extra label).
 func parseSelector(in []string) (map[string]string, error) {
 	sel := map[string]string{}
 	for _, s := range in {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--selector %q: want label=value", s)
+			return nil, fmt.Errorf("--selector %q: want label=value (isp, access_node or an extra label)", s)
 		}
 		sel[k] = v
 	}
@@ -117,13 +107,25 @@ ok, failed (with the gateway's reason) or unreachable. Exits 1 unless every gate
 				}
 				reqs = append(reqs, slice.Request{Op: slice.OpAppInstall, Slice: sliceID, Unit: b, Start: start})
 			}
+			sel, err := parseSelector(selector)
+			if err != nil {
+				return err
+			}
+			key, err := catalog.LoadKey(keyPath)
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			ov, targets, err := fleetJoin(ctx, keyPath, listen, bootstrap, selector)
+			ov, err := joinOverlay(ctx, key, listen, bootstrap)
 			if err != nil {
 				return err
 			}
 			defer ov.Close()
+			targets, err := slice.FindTargets(ctx, ov, sel)
+			if err != nil {
+				return err
+			}
 			results := slice.Deploy(ctx, ov, targets, reqs, 16)
 			w := cmd.OutOrStdout()
 			if asJSON {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,7 +18,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
-	"github.com/nanodc/nanodc/node"
 	"github.com/nanodc/nanodc/node/slice"
 	"github.com/nanodc/nanodc/vod/catalog"
 )
@@ -51,21 +49,9 @@ func (f *mgmtFlags) call(ctx context.Context, req slice.Request) (json.RawMessag
 	if f.remote != "" {
 		return f.callRemote(ctx, req)
 	}
-	addr := f.api
-	if addr == "" {
-		b, err := os.ReadFile(filepath.Join(f.dataDir, node.APIAddrFile))
-		if err != nil {
-			return nil, fmt.Errorf("is the node running? reading its API address: %w", err)
-		}
-		addr = strings.TrimSpace(string(b))
-	}
-	tf := f.tokenFile
-	if tf == "" {
-		tf = filepath.Join(f.dataDir, node.TokenFile)
-	}
-	tok, err := os.ReadFile(tf)
+	addr, tok, err := localAPI(f.dataDir, f.api, f.tokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading API token: %w", err)
+		return nil, err
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -75,7 +61,7 @@ func (f *mgmtFlags) call(ctx context.Context, req slice.Request) (json.RawMessag
 	if err != nil {
 		return nil, err
 	}
-	hreq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	hreq.Header.Set("Authorization", "Bearer "+tok)
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(hreq)
 	if err != nil {

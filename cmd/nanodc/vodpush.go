@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
-	"github.com/nanodc/nanodc/overlay"
 	"github.com/nanodc/nanodc/vod"
 	"github.com/nanodc/nanodc/vod/catalog"
 )
@@ -42,24 +39,9 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 			if replicas < 1 {
 				return errors.New("--replicas: must be at least 1")
 			}
-			if len(bootstrap) == 0 {
-				return errors.New("--bootstrap: at least one gateway or bootstrap address is needed to join the overlay")
-			}
-			sel := map[string]string{}
-			for _, kv := range selector {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("--selector %q: want label=value (isp, access_node or an extra label)", kv)
-				}
-				sel[k] = v
-			}
-			var boot []peer.AddrInfo
-			for _, s := range bootstrap {
-				ai, err := peer.AddrInfoFromString(s)
-				if err != nil {
-					return fmt.Errorf("--bootstrap %q: want a multiaddr ending in /p2p/<peer ID>: %w", s, err)
-				}
-				boot = append(boot, *ai)
+			sel, err := parseSelector(selector)
+			if err != nil {
+				return err
 			}
 			store, err := catalog.OpenStore(catalogDir)
 			if err != nil {
@@ -76,23 +58,13 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 			if id, _ := peer.IDFromPrivateKey(key); id.String() != entry.Provider {
 				return fmt.Errorf("--key is provider %s but %q was published by %s: gateways only accept a provider's own titles", id, entry.Name, entry.Provider)
 			}
-			ov, err := overlay.New(overlay.Config{
-				PrivKey:     key,
-				ListenAddrs: []ma.Multiaddr{ma.StringCast(listen)},
-				Bootstrap:   boot,
-				DHTMode:     overlay.DHTClient,
-				Version:     version,
-			})
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			ov, err := joinOverlay(ctx, key, listen, bootstrap)
 			if err != nil {
 				return err
 			}
 			defer ov.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			go ov.Serve(ctx)
-			if err := ov.WaitRoutable(ctx); err != nil {
-				return fmt.Errorf("joining the overlay through %v: %w", bootstrap, err)
-			}
 			reps, err := vod.PushReplicasNamespace(ctx, ov, sliceID, entry, replicas, sel)
 			if err != nil {
 				return err

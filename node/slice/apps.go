@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nanodc/nanodc/node/slice/wasm"
+
+	"github.com/nanodc/nanodc/internal/atomicfile"
 )
 
 // Execution unit states and fault codes, in TR-181 SoftwareModules vocabulary
@@ -115,11 +117,7 @@ func (m *Manager) storeUnit(u *Unit) (string, error) {
 	if _, err := os.Stat(p); err == nil {
 		return c, nil
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return "", err
-	}
-	return c, os.Rename(tmp, p)
+	return c, atomicfile.WriteFile(p, b, 0o600)
 }
 
 // install adds u to slice s (Idle, or started when start is set).

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/nanodc/nanodc/internal/atomicfile"
 )
 
 // storage is one slice's private storage: a key/value store (the "storage" service) and a
@@ -84,12 +86,7 @@ func (s *storage) put(app, key string, val []byte) error {
 	if q := s.quota(); delta > 0 && s.used+delta > q {
 		return fmt.Errorf("%w: %d of %d bytes used, writing %d more", ErrQuota, s.used, q, delta)
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, val, 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		_ = os.Remove(tmp)
+	if err := atomicfile.WriteFile(p, val, 0o600); err != nil {
 		return err
 	}
 	s.used += delta

@@ -97,11 +97,15 @@ func (m *Manager) RunWatchdog(ctx context.Context, cfg WatchdogConfig, sample fu
 			return
 		case <-tick.C:
 		}
+		m.enforceStorage(ctx)
+		if cfg.MemoryBytes == 0 && cfg.CPUPercent == 0 {
+			// No thresholds: nothing to sample (hundreds of emulated nodes share one process).
+			continue
+		}
 		now := time.Now()
 		rss, cpu := sample()
 		cpuPct := (cpu - lastCPU) / now.Sub(last).Seconds() * 100
 		lastCPU, last = cpu, now
-		m.enforceStorage(ctx)
 
 		usages := m.usages()
 		sliceCPU := map[string]float64{}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/nanodc/nanodc/internal/atomicfile"
 )
 
 // Store is a catalog directory: DIR/<cid>.json holds each signed entry and DIR/<name>.torrent
@@ -179,15 +181,7 @@ func readFileLimited(p string, limit int64) ([]byte, error) {
 // writeFileAtomic writes via a temporary file and rename, so a reader or a crash never sees a
 // half-written file.
 func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := writeSyncClose(tmp, data, perm); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 func writeSyncClose(f *os.File, data []byte, perm fs.FileMode) error {
