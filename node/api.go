@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nanodc/nanodc/overlay"
-	"github.com/nanodc/nanodc/vod/catalog"
 )
 
 // Status is the answer of GET /api/v1/status.
@@ -147,21 +146,7 @@ func (n *Node) handleVODTitles(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		n.vod.Handler().ServeHTTP(w, r)
 	case http.MethodPost:
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, catalog.MaxEntrySize))
-		if err != nil {
-			writeError(w, http.StatusRequestEntityTooLarge, "reading catalog entry: "+err.Error())
-			return
-		}
-		e, err := catalog.Decode(body)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if err := n.vod.AddTitle(e); err != nil {
-			writeError(w, http.StatusForbidden, err.Error())
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"cid": e.CID, "name": e.Name})
+		n.vod.ServeAddTitle(w, r)
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed, use GET or POST", r.Method))

@@ -20,8 +20,8 @@ import (
 const KindVOD = "vod"
 
 // vodKind runs the VoD app in a slice: its cache lives in the slice's storage and counts
-// against the slice's storage quota, its upload to peers is capped by the slice's upload
-// share, it accepts only titles signed (and pushed) by the slice's provider, and its overlay
+// against the slice's storage quota, its upload to peers and its download from peers and the origin are paced by the
+// slice's bandwidth share, its streams count in the slice's resource-manager scope, it accepts only titles signed (and pushed) by the slice's provider, and its overlay
 // protocols, gossip topic and DHT record live in the slice's namespace
 // (/nanodc/slice/<id>/vod/…): competing video providers on one gateway each have their own
 // swarm. One VoD app per slice.
@@ -61,15 +61,19 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 	// The cache may fill nine tenths of the slice's storage quota: the rest is for the app's
 	// state files and the slice's other apps.
 	app, err := vod.New(vod.Options{
-		Overlay:        env.Overlay,
-		Dir:            env.FilesDir,
-		CacheBytes:     max(env.Quotas.StorageBytes*9/10, 1<<20),
-		Providers:      []peer.ID{env.Provider},
-		Strategy:       strategy,
-		Namespace:      env.Slice,
-		MaxPeers:       cfg.MaxPeers,
-		UploadLimitBps: env.Quotas.UploadBps,
-		Logger:         env.Logger,
+		Overlay:    env.Overlay,
+		Dir:        env.FilesDir,
+		CacheBytes: max(env.Quotas.StorageBytes*9/10, 1<<20),
+		Providers:  []peer.ID{env.Provider},
+		Strategy:   strategy,
+		Namespace:  env.Slice,
+		MaxPeers:   cfg.MaxPeers,
+		// Every byte to and from peers and the origin draws from the slice's bandwidth
+		// share, and every overlay stream counts in the slice's resource-manager scope.
+		UploadLimiter:   env.Upload,
+		DownloadLimiter: env.Download,
+		StreamScope:     env.ScopeStream,
+		Logger:          env.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -102,9 +106,14 @@ type vodInstance struct {
 	release func()
 }
 
-// ServeHTTP serves the app's /vod/{title} (and its read-only title and stats listings)
-// under the slice's path.
+// ServeHTTP serves the app's /vod/{title}, its title and stats listings, and POST
+// /api/v1/vod/titles (add a title the slice's provider signed: how a home player learns a
+// title it was not pushed) under the slice's path.
 func (v *vodInstance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == v.prefix+"/api/v1/vod/titles" {
+		v.app.ServeAddTitle(w, r)
+		return
+	}
 	http.StripPrefix(v.prefix, v.app.Handler()).ServeHTTP(w, r)
 }
 

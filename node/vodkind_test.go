@@ -36,8 +36,9 @@ func TestVODInProviderSlice(t *testing.T) {
 
 	provKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
 	prov, _ := peer.IDFromPrivateKey(provKey)
+	const downloadBps = 4_000_000 // the slice's download share: 500 kB/s
 	if r := post(t, addr, root, slice.Request{Op: slice.OpSliceCreate, Slice: "video", Provider: prov.String(),
-		Quotas: &slice.Quotas{StorageBytes: 64 << 20, UploadBps: 2_000_000}}); r.Status != 200 {
+		Quotas: &slice.Quotas{StorageBytes: 64 << 20, UploadBps: 2_000_000, DownloadBps: downloadBps}}); r.Status != 200 {
 		t.Fatalf("slice.create: %+v", r)
 	}
 	u, err := slice.Pack(provKey, slice.Manifest{Name: "vod", Version: "1", Kind: node.KindVOD, Config: json.RawMessage(`{"strategy":"nanodc"}`)}, nil)
@@ -84,6 +85,7 @@ func TestVODInProviderSlice(t *testing.T) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: ov.ID(), Addrs: ov.Host().Addrs()}); err != nil {
 		t.Fatal(err)
 	}
+	pushed := time.Now()
 	res, err := vod.PushToNamespace(ctx, h, ov.ID(), "video", entry)
 	if err != nil || !res.OK {
 		t.Fatalf("push: %v %+v", err, res)
@@ -99,6 +101,11 @@ func TestVODInProviderSlice(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !bytes.Equal(got, data) {
 		t.Fatalf("GET: %d, %d bytes equal=%v", resp.StatusCode, len(got), bytes.Equal(got, data))
+	}
+	// Every byte came from the origin through the slice's download share: not faster than it
+	// allows (lower bound only; a loaded machine may be slower).
+	if d, least := time.Since(pushed), time.Duration(float64(len(data)-(64<<10))/(downloadBps/8)*float64(time.Second)); d < least*9/10 {
+		t.Fatalf("the title arrived in %v; the slice's %d bit/s download share allows no less than %v", d, downloadBps, least)
 	}
 	req, _ := http.NewRequest("GET", base, nil)
 	req.Header.Set("Range", "bytes=1000-1999")

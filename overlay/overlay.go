@@ -122,8 +122,10 @@ type Overlay struct {
 	prox    *proximity
 	metrics *metrics
 	started time.Time
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// sliceLimits holds the slices' resource-manager limits.
+	sliceLimits *sliceLimiter
+	ctx         context.Context
+	cancel      context.CancelFunc
 
 	topicsMu sync.Mutex
 	topics   map[string]*pubsub.Topic
@@ -172,7 +174,8 @@ func New(cfg Config) (_ *Overlay, err error) {
 		// Its trace reporter costs ~5 % CPU in a 200-node emulation, for figures nobody reads.
 		rmOpts = append(rmOpts, rcmgr.WithMetricsDisabled())
 	}
-	limiter := sliceLimiter{Limiter: rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())}
+	limiter := &sliceLimiter{Limiter: rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())}
+	o.sliceLimits = limiter
 	rm, err := rcmgr.NewResourceManager(limiter, rmOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: resource manager: %w", err)
@@ -519,15 +522,63 @@ func (n mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 // inside its scope; the gateway's system limits (and the other slices) are untouched.
 const SliceServicePrefix = "nanodc-slice-"
 
-// SliceLimits bounds each slice's streams: far below the system limits, so that no slice, nor
-// a few together, can take the gateway's streams or memory from the others.
+// SliceLimits bounds each slice's streams unless SetSliceLimit gave it its own: far below the
+// system limits, so that no slice, nor a few together, can take the gateway's streams or
+// memory from the others.
 var SliceLimits = rcmgr.BaseLimit{StreamsInbound: 128, StreamsOutbound: 128, Streams: 192, Memory: 16 << 20}
 
-type sliceLimiter struct{ rcmgr.Limiter }
+// sliceLimiter answers the resource manager's question "what may service S use" for slices.
+type sliceLimiter struct {
+	rcmgr.Limiter
+	mu     sync.Mutex
+	limits map[string]rcmgr.BaseLimit // by service name
+}
 
-func (l sliceLimiter) GetServiceLimits(svc string) rcmgr.Limit {
+func (l *sliceLimiter) GetServiceLimits(svc string) rcmgr.Limit {
 	if strings.HasPrefix(svc, SliceServicePrefix) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if lim, ok := l.limits[svc]; ok {
+			return lim
+		}
 		return SliceLimits
 	}
 	return l.Limiter.GetServiceLimits(svc)
+}
+
+// SetSliceLimit gives slice id's resource-manager scope its own limits (from its quotas),
+// applied at once to a scope that already exists: a quota change takes effect without a
+// restart, and new streams past the new limit are refused.
+func (o *Overlay) SetSliceLimit(id string, lim rcmgr.BaseLimit) {
+	svc := SliceServicePrefix + id
+	o.sliceLimits.mu.Lock()
+	if o.sliceLimits.limits == nil {
+		o.sliceLimits.limits = map[string]rcmgr.BaseLimit{}
+	}
+	o.sliceLimits.limits[svc] = lim
+	o.sliceLimits.mu.Unlock()
+	o.setServiceLimit(svc, lim)
+}
+
+// RemoveSliceLimit forgets a removed slice's limits (its scope falls back to SliceLimits).
+func (o *Overlay) RemoveSliceLimit(id string) {
+	svc := SliceServicePrefix + id
+	o.sliceLimits.mu.Lock()
+	delete(o.sliceLimits.limits, svc)
+	o.sliceLimits.mu.Unlock()
+	o.setServiceLimit(svc, SliceLimits)
+}
+
+func (o *Overlay) setServiceLimit(svc string, lim rcmgr.Limit) {
+	_ = o.host.Network().ResourceManager().ViewService(svc, func(s network.ServiceScope) error {
+		if sl, ok := s.(rcmgr.ResourceScopeLimiter); ok {
+			sl.SetLimit(lim)
+		}
+		return nil
+	})
+}
+
+// SliceLimit is the limit slice id's scope has now (for tests and probes).
+func (o *Overlay) SliceLimit(id string) rcmgr.Limit {
+	return o.sliceLimits.GetServiceLimits(SliceServicePrefix + id)
 }

@@ -1,6 +1,7 @@
 package vod
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,10 +23,12 @@ import (
 	"github.com/anacrolix/torrent/storage"
 	"github.com/ipfs/go-cid"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/nanodc/nanodc/internal/ratelimit"
 	"github.com/nanodc/nanodc/overlay"
 	"github.com/nanodc/nanodc/vod/catalog"
 )
@@ -88,6 +91,16 @@ type Options struct {
 	// uplink queues the gateway's own requests and acknowledgements behind hundreds of
 	// milliseconds of seeding, and its viewers stall.
 	UploadLimitBps int64
+	// UploadLimiter and DownloadLimiter, when set, are token buckets the app shares with
+	// others (a slice's bandwidth share: every app of the slice draws from it, and a quota
+	// change applies at once). UploadLimiter takes precedence over UploadLimitBps; its burst
+	// must be at least one 16 KiB chunk. DownloadLimiter paces peer and origin bytes alike.
+	UploadLimiter   *rate.Limiter
+	DownloadLimiter *rate.Limiter
+	// StreamScope, when set, is applied to every overlay stream the app opens or accepts
+	// before it is used (a slice attaches them to its resource-manager scope); an error
+	// refuses the stream.
+	StreamScope func(network.Stream) error
 	// AnnounceJitter is the most a gateway waits, at random, before announcing itself as a
 	// VoD gateway in the DHT. Default 10 s; negative: no wait.
 	AnnounceJitter time.Duration
@@ -109,6 +122,18 @@ func (o *Options) setDefaults() error {
 	}
 	if o.OriginClient == nil {
 		o.OriginClient = &http.Client{}
+	}
+	if o.UploadLimiter == nil && o.UploadLimitBps > 0 {
+		// A burst of one 16 KiB chunk: larger bursts are queueing delay on a slow uplink.
+		o.UploadLimiter = ratelimit.New(o.UploadLimitBps, 16<<10)
+	}
+	if o.DownloadLimiter != nil {
+		c := *o.OriginClient
+		c.Transport = pacedTransport{cmp.Or[http.RoundTripper](c.Transport, http.DefaultTransport), o.DownloadLimiter}
+		o.OriginClient = &c
+	}
+	if o.StreamScope == nil {
+		o.StreamScope = func(network.Stream) error { return nil }
 	}
 	if o.Strategy == "" {
 		o.Strategy = StrategyNanodc
@@ -267,9 +292,11 @@ func (a *App) startClient() error {
 	cfg.ListenPort = 0
 	cfg.Seed = true
 	cfg.DropDuplicatePeerIds = true
-	if a.opts.UploadLimitBps > 0 {
-		// A burst of one 16 KiB chunk: larger bursts are queueing delay on a slow uplink.
-		cfg.UploadRateLimiter = rate.NewLimiter(rate.Limit(float64(a.opts.UploadLimitBps)/8), 16<<10)
+	if a.opts.UploadLimiter != nil {
+		cfg.UploadRateLimiter = a.opts.UploadLimiter
+	}
+	if a.opts.DownloadLimiter != nil {
+		cfg.DownloadRateLimiter = a.opts.DownloadLimiter
 	}
 	// A gateway serves each title to many neighbours; DSL uplinks are the scarce resource,
 	// and mutually complete peers have nothing to trade.
@@ -293,7 +320,7 @@ func (a *App) startClient() error {
 		return fmt.Errorf("vod: torrent client: %w", err)
 	}
 	a.client = cl
-	a.tr = newTransport(a.ov.Host(), a.protos.Peer, a.countPeerRead)
+	a.tr = newTransport(a.ov.Host(), a.protos.Peer, a.countPeerRead, a.opts.StreamScope)
 	a.tr.banned = a.isBanned
 	cl.AddDialer(a.tr)
 	cl.AddListener(a.tr)
@@ -599,6 +626,23 @@ func (a *App) discoverForActive() {
 			a.discover(ti)
 		}
 	}
+}
+
+// pacedTransport paces the bodies of origin responses through the download limiter.
+type pacedTransport struct {
+	rt  http.RoundTripper
+	lim *rate.Limiter
+}
+
+func (p pacedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := p.rt.RoundTrip(r)
+	if err == nil {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{ratelimit.Reader(resp.Body, p.lim), resp.Body}
+	}
+	return resp, err
 }
 
 // countingTransport counts the body bytes anacrolix's webseed client reads from the origin.

@@ -130,16 +130,28 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 	a.enforceQuota()
 	t.DownloadAll()
 	a.discover(ti)
-	// Pieces no connected peer holds come from the origin, one at a time: a push is not
-	// urgent, and the access link is shared with the household.
+	// Peers first: the origin is asked only after a short grace for the lookup to connect
+	// peers, and only for pieces no connected peer holds, one at a time (a push is not
+	// urgent, and the access link is shared with the household). An origin that fails is
+	// left alone for a while and the push goes on with peers; it fails only when neither
+	// has delivered a piece for pushStallLimit.
+	originAfter := time.Now().Add(pushPeerGrace)
+	var originErr error
+	done, lastProgress := t.BytesCompleted(), time.Now()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if t.Complete().Bool() {
 			return nil
 		}
+		if n := t.BytesCompleted(); n > done {
+			done, lastProgress = n, time.Now()
+		}
+		if originErr != nil && time.Since(lastProgress) > pushStallLimit {
+			return fmt.Errorf("vod: push %q: no peer delivered for %v and the origin failed: %w", e.Name, pushStallLimit, originErr)
+		}
 		fetched := false
-		for i := 0; i < t.NumPieces() && ctx.Err() == nil; i++ {
+		for i := 0; i < t.NumPieces() && ctx.Err() == nil && !time.Now().Before(originAfter); i++ {
 			if t.Piece(i).State().Complete || ti.inflight(i) {
 				continue
 			}
@@ -150,7 +162,10 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 				err := a.fetchPiece(ctx, ti, i, "push")
 				ti.endInflight(i)
 				if err != nil && ctx.Err() == nil {
-					return fmt.Errorf("vod: push %q: %w", e.Name, err)
+					a.log.Debug("push: origin failed; going on with peers", "title", e.Name, "piece", i, "err", err)
+					originErr, originAfter = err, time.Now().Add(pushOriginBackoff)
+					a.discover(ti)
+					break
 				}
 				fetched = true
 			}
@@ -160,6 +175,9 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 		}
 		select {
 		case <-ctx.Done():
+			if originErr != nil {
+				return fmt.Errorf("vod: push %q: %w (origin: %v)", e.Name, ctx.Err(), originErr)
+			}
 			return fmt.Errorf("vod: push %q: %w", e.Name, ctx.Err())
 		case <-t.Complete().On():
 			return nil
@@ -167,6 +185,14 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 		}
 	}
 }
+
+// A push waits pushPeerGrace for peers before it asks the origin, leaves a failed origin alone
+// for pushOriginBackoff, and gives up after pushStallLimit without a piece from anybody.
+const (
+	pushPeerGrace     = 2 * time.Second
+	pushOriginBackoff = 5 * time.Second
+	pushStallLimit    = 30 * time.Second
+)
 
 // Unpin lets eviction take a pushed title again.
 func (a *App) Unpin(ref string) error {

@@ -128,6 +128,10 @@ func decodePushRequest(r io.Reader) (*catalog.Entry, error) {
 // handlePush serves PushProtocol: only a trusted provider may push, and only its own titles
 // (the secure channel proves the remote peer ID; the entry's signature proves the title).
 func (a *App) handlePush(s network.Stream) {
+	if err := a.opts.StreamScope(s); err != nil {
+		_ = s.Reset()
+		return
+	}
 	defer s.Close()
 	remote := s.Conn().RemotePeer()
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/anacrolix/torrent"
+
+	"github.com/nanodc/nanodc/vod/catalog"
 )
 
 // StallTimeout ends a stream whose data has not advanced for this long (a title no peer and
@@ -151,6 +153,29 @@ func (a *App) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, a.Stats())
 	})
 	return mux
+}
+
+// ServeAddTitle adds the signed catalog entry in the request body (POST): the title becomes
+// streamable at /vod/{title} and is fetched on first play. Only entries signed by a provider
+// the app trusts are accepted, so whoever may reach it can add nothing but that provider's
+// own titles. Callers decide who may reach it (the node's core API wants its token; a
+// slice's app takes it on its home-side path).
+func (a *App) ServeAddTitle(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, catalog.MaxEntrySize))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "reading catalog entry: " + err.Error()})
+		return
+	}
+	e, err := catalog.Decode(body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	if err := a.AddTitle(e); err != nil {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"cid": e.CID, "name": e.Name})
 }
 
 func (a *App) serveTitles(w http.ResponseWriter, _ *http.Request) {

@@ -59,10 +59,12 @@ type transport struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	proto     protocol.ID // PeerProtocol, or its slice-namespaced form
+	scope     func(network.Stream) error
 }
 
-func newTransport(h host.Host, proto protocol.ID, onRead func(peer.ID, int)) *transport {
+func newTransport(h host.Host, proto protocol.ID, onRead func(peer.ID, int), scope func(network.Stream) error) *transport {
 	t := &transport{
+		scope:  scope,
 		host:   h,
 		proto:  proto,
 		self:   peerAddr{id: h.ID(), ap: syntheticAddr(h.ID())},
@@ -109,6 +111,10 @@ func (t *transport) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vod transport: stream to %s: %w", id, err)
 	}
+	if err := t.scope(s); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("vod transport: stream to %s: %w", id, err)
+	}
 	return t.wrap(s), nil
 }
 
@@ -117,7 +123,7 @@ func (t *transport) DialerNetwork() string { return p2pNetwork }
 
 func (t *transport) handleStream(s network.Stream) {
 	remote := t.addrOf(s.Conn().RemotePeer())
-	if t.banned(remote.ap.Addr()) {
+	if t.banned(remote.ap.Addr()) || t.scope(s) != nil {
 		_ = s.Reset()
 		return
 	}

@@ -118,11 +118,20 @@ func clientHost(keyPath string) (host.Host, error) {
 // result with table (or as JSON).
 func mgmtCmd(use, short string, args cobra.PositionalArgs, build func([]string) (slice.Request, error),
 	table func(io.Writer, json.RawMessage) error, extra func(*cobra.Command)) *cobra.Command {
+	return mgmtCmdCalling(use, short, args, func(_ context.Context, _ caller, a []string) (slice.Request, error) { return build(a) }, table, extra)
+}
+
+// caller sends one management request to the gateway the command's flags name.
+type caller func(context.Context, slice.Request) (json.RawMessage, error)
+
+// mgmtCmdCalling is mgmtCmd for commands that must ask the gateway something first.
+func mgmtCmdCalling(use, short string, args cobra.PositionalArgs, build func(context.Context, caller, []string) (slice.Request, error),
+	table func(io.Writer, json.RawMessage) error, extra func(*cobra.Command)) *cobra.Command {
 	var f mgmtFlags
 	cmd := &cobra.Command{
 		Use: use, Short: short, Args: args,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := build(args)
+			req, err := build(cmd.Context(), f.call, args)
 			if err != nil {
 				return err
 			}
@@ -156,9 +165,10 @@ type quotaFlags struct {
 	memory, storage       string
 	cpu                   int64
 	upload, download      string
-	maxApps               int
+	maxApps, streams      int
 	services              []string
 	servicesSet, quotaSet func() bool
+	changed               func(flag string) bool
 }
 
 func (q *quotaFlags) register(cmd *cobra.Command) {
@@ -169,10 +179,12 @@ func (q *quotaFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&q.upload, "upload", "", "upload bandwidth share in bits/s, e.g. 2M")
 	fl.StringVar(&q.download, "download", "", "download bandwidth share in bits/s, e.g. 10M")
 	fl.IntVar(&q.maxApps, "max-apps", 0, "most apps the slice may install")
+	fl.IntVar(&q.streams, "streams", 0, "most overlay streams open at once in the slice's namespace")
 	fl.StringSliceVar(&q.services, "services", nil, "shared services granted: "+strings.Join(slice.CoreServices, ","))
 	q.servicesSet = func() bool { return fl.Changed("services") }
+	q.changed = fl.Changed
 	q.quotaSet = func() bool {
-		for _, n := range []string{"memory", "storage", "cpu", "upload", "download", "max-apps"} {
+		for _, n := range []string{"memory", "storage", "cpu", "upload", "download", "max-apps", "streams"} {
 			if fl.Changed(n) {
 				return true
 			}
@@ -181,15 +193,27 @@ func (q *quotaFlags) register(cmd *cobra.Command) {
 	}
 }
 
-func (q *quotaFlags) quotas() (*slice.Quotas, error) {
-	out := &slice.Quotas{CPUMillis: q.cpu, MaxApps: q.maxApps}
+func (q *quotaFlags) quotas() (*slice.Quotas, error) { return q.quotasOver(slice.Quotas{}) }
+
+// quotasOver is base with the quota flags that were given applied.
+func (q *quotaFlags) quotasOver(base slice.Quotas) (*slice.Quotas, error) {
+	out := &base
+	if q.changed("cpu") {
+		out.CPUMillis = q.cpu
+	}
+	if q.changed("max-apps") {
+		out.MaxApps = q.maxApps
+	}
+	if q.changed("streams") {
+		out.Streams = q.streams
+	}
 	for _, x := range []struct {
 		name, s string
 		dst     *int64
 		bits    bool
 	}{{"memory", q.memory, &out.MemoryBytes, false}, {"storage", q.storage, &out.StorageBytes, false},
 		{"upload", q.upload, &out.UploadBps, true}, {"download", q.download, &out.DownloadBps, true}} {
-		if x.s == "" {
+		if !q.changed(x.name) {
 			continue
 		}
 		var v uint64
@@ -222,11 +246,21 @@ func newSliceCmd() *cobra.Command {
 			_ = c.MarkFlagRequired("provider")
 			cq.register(c)
 		})
-	set := mgmtCmd("set SLICE", "Change a slice's quotas or granted services, at run time (operator)", cobra.ExactArgs(1),
-		func(args []string) (slice.Request, error) {
+	set := mgmtCmdCalling("set SLICE", "Change a slice's quotas or granted services, at run time (operator)", cobra.ExactArgs(1),
+		func(ctx context.Context, call caller, args []string) (slice.Request, error) {
 			req := slice.Request{Op: slice.OpSliceSet, Slice: args[0]}
 			if sq.quotaSet() {
-				q, err := sq.quotas()
+				// slice.set replaces the quotas: start from the slice's current ones, so that
+				// the flags given change those quotas and no others.
+				raw, err := call(ctx, slice.Request{Op: slice.OpSliceGet, Slice: args[0]})
+				if err != nil {
+					return req, err
+				}
+				var cur slice.SliceView
+				if err := json.Unmarshal(raw, &cur); err != nil {
+					return req, fmt.Errorf("slice %s: %w", args[0], err)
+				}
+				q, err := sq.quotasOver(cur.Quotas)
 				if err != nil {
 					return req, err
 				}
@@ -374,6 +408,7 @@ func newAppPackCmd() *cobra.Command {
 	fl.StringVar(&m.Kind, "kind", slice.KindWASM, "app kind: wasm or a built-in kind")
 	fl.StringSliceVar(&m.Requires, "requires", nil, "shared services the app needs")
 	fl.StringSliceVar(&m.Topics, "topics", nil, "slice topics the app subscribes to")
+	fl.StringSliceVar(&m.Provides, "provides", nil, "services the app offers to the other apps of its slice")
 	fl.Int64Var(&m.MemoryBytes, "memory", 0, "memory cap in bytes (default: up to 16 MiB of the slice's quota)")
 	fl.StringVar(&config, "config", "", "JSON configuration for a built-in kind")
 	for _, n := range []string{"key", "out", "name"} {

@@ -82,6 +82,23 @@ func TestSliceCLI(t *testing.T) {
 	if err := json.Unmarshal(out, &created); err != nil || created.ID != "energy" || created.Quotas.MemoryBytes != 4<<20 || created.Quotas.StorageBytes != 1<<20 {
 		t.Fatalf("slice create: %v %s", err, out)
 	}
+	// slice set changes the quotas named and keeps the others.
+	out, err = run(t, bin, nil, "slice", "set", "energy", "--download", "8M", "--streams", "30", "--data", gw.data, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set struct {
+		Quotas struct {
+			MemoryBytes  int64 `json:"memory_bytes"`
+			StorageBytes int64 `json:"storage_bytes"`
+			DownloadBps  int64 `json:"download_bps"`
+			Streams      int   `json:"streams"`
+		} `json:"quotas"`
+	}
+	if err := json.Unmarshal(out, &set); err != nil || set.Quotas.MemoryBytes != 4<<20 || set.Quotas.StorageBytes != 1<<20 ||
+		set.Quotas.DownloadBps != 8_000_000 || set.Quotas.Streams != 30 {
+		t.Fatalf("slice set --download 8M --streams 30: %v %s", err, out)
+	}
 
 	// The provider packs its app and installs it remotely, with its own key.
 	unit := filepath.Join(dir, "counter.unit")

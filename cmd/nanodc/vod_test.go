@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,22 +92,7 @@ func TestVodPublishOriginAria2(t *testing.T) {
 	}
 
 	// The origin first, on a free port, so the published webseed URL names it.
-	originLog := &lockedBuffer{}
-	origin := exec.Command(bin, "vod", "origin", "--dir", media, "--listen", "127.0.0.1:0")
-	origin.Stdout, origin.Stderr = originLog, originLog
-	if err := origin.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = origin.Process.Kill(); _ = origin.Wait() })
-	addrRE := regexp.MustCompile(`origin serving HTTP" addr=(127\.0\.0\.1:\d+)`)
-	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
-		if m := addrRE.FindStringSubmatch(originLog.String()); m != nil {
-			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("origin did not report its address:\n%s", originLog)
-		}
-	}
+	addr, origin, originLog := startOrigin(t, bin, media)
 
 	data := make([]byte, 3<<20+12345) // not a whole number of pieces
 	_, _ = rand.Read(data)

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
+	"github.com/nanodc/nanodc/node/slice"
 	"github.com/nanodc/nanodc/vod"
 	"github.com/nanodc/nanodc/vod/catalog"
 )
@@ -113,14 +114,15 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 
 func newVodAddCmd() *cobra.Command {
 	var cf clientFlags
-	var catalogDir, dataDir string
+	var catalogDir, dataDir, sliceID, appName string
 	cmd := &cobra.Command{
-		Use:   "add TITLE... --catalog DIR --data NODE_DATA",
+		Use:   "add TITLE... --catalog DIR --data NODE_DATA [--slice SLICE]",
 		Short: "Add titles of a catalog to a running gateway, so that its home players can stream them",
 		Long: `Send signed catalog entries to a running gateway's management API. The gateway checks
 each signature (and that the provider is one it trusts, vod.providers) before accepting it;
 the title is then streamable at /vod/{title} and fetched on first play. TITLE is a CID, an
-infohash or a name.`,
+infohash or a name. With --slice, the titles go to the VoD app of that provider's slice
+(streamable at /slices/SLICE/apps/APP/vod/{title}); it accepts only its provider's titles.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, err := catalog.OpenStore(catalogDir)
@@ -130,6 +132,16 @@ infohash or a name.`,
 			c, err := cf.client(cmd)
 			if err != nil {
 				return err
+			}
+			path := "/api/v1/vod/titles"
+			if sliceID != "" {
+				if err := slice.ValidID("slice", sliceID); err != nil {
+					return err
+				}
+				if err := slice.ValidID("app", appName); err != nil {
+					return err
+				}
+				path = "/slices/" + sliceID + "/apps/" + appName + path
 			}
 			for _, ref := range args {
 				e, err := store.Get(ref)
@@ -141,7 +153,7 @@ infohash or a name.`,
 					return err
 				}
 				var out map[string]string
-				if err := c.do("POST", "/api/v1/vod/titles", json.RawMessage(raw), &out); err != nil {
+				if err := c.do("POST", path, json.RawMessage(raw), &out); err != nil {
 					return fmt.Errorf("adding %q: %w", e.Name, err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "added %s (%s)\n", out["name"], out["cid"])
@@ -152,6 +164,8 @@ infohash or a name.`,
 	cf.register(cmd)
 	cmd.Flags().StringVar(&catalogDir, "catalog", "", "catalog directory written by `vod publish`")
 	cmd.Flags().StringVar(&dataDir, "data", "", "the running node's data directory")
+	cmd.Flags().StringVar(&sliceID, "slice", "", "add to the VoD app of this provider slice (default: the gateway's own VoD app)")
+	cmd.Flags().StringVar(&appName, "app", "vod", "the VoD app's name in the slice (with --slice)")
 	_ = cmd.MarkFlagRequired("catalog")
 	return cmd
 }

@@ -40,22 +40,7 @@ func TestVodPushAndStream(t *testing.T) {
 	if _, err := run(t, bin, nil, "vod", "keygen", "--out", key); err != nil {
 		t.Fatal(err)
 	}
-	originLog := &lockedBuffer{}
-	origin := exec.Command(bin, "vod", "origin", "--dir", media, "--listen", "127.0.0.1:0")
-	origin.Stdout, origin.Stderr = originLog, originLog
-	if err := origin.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = origin.Process.Kill(); _ = origin.Wait() })
-	addrRE := regexp.MustCompile(`origin serving HTTP" addr=(127\.0\.0\.1:\d+)`)
-	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
-		if m := addrRE.FindStringSubmatch(originLog.String()); m != nil {
-			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("origin did not report its address:\n%s", originLog)
-		}
-	}
+	addr, origin, _ := startOrigin(t, bin, media)
 	if _, err := run(t, bin, nil, "vod", "publish", clip, "--key", key, "--origin", "http://"+addr+"/", "--catalog", cat); err != nil {
 		t.Fatal(err)
 	}
@@ -153,4 +138,25 @@ type replicaOut struct {
 		ISP        string `json:"isp"`
 		AccessNode string `json:"access_node"`
 	} `json:"labels"`
+}
+
+// startOrigin runs `nanodc vod origin` for dir on a free loopback port and waits for its
+// address; the process is killed when the test ends.
+func startOrigin(t *testing.T, bin, dir string) (addr string, origin *exec.Cmd, log *lockedBuffer) {
+	t.Helper()
+	log = &lockedBuffer{}
+	origin = exec.Command(bin, "vod", "origin", "--dir", dir, "--listen", "127.0.0.1:0")
+	origin.Stdout, origin.Stderr = log, log
+	if err := origin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = origin.Process.Kill(); _ = origin.Wait() })
+	addrRE := regexp.MustCompile(`origin serving HTTP" addr=(127\.0\.0\.1:\d+)`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m := addrRE.FindStringSubmatch(log.String()); m != nil {
+			return m[1], origin, log
+		} else if time.Now().After(deadline) {
+			t.Fatalf("origin did not report its address:\n%s", log)
+		}
+	}
 }

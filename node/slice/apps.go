@@ -92,6 +92,9 @@ func (m *Manager) checkUnitLocked(s *Slice, u *Unit) error {
 	if len(unknown) > 0 {
 		return fmt.Errorf("unit %s requires services this gateway does not export: %s", u.Manifest.Name, strings.Join(unknown, ", "))
 	}
+	if err := validateProvides(u); err != nil {
+		return err
+	}
 	if miss := u.missingServices(s.Services); len(miss) > 0 {
 		return fmt.Errorf("unit %s requires services slice %q was not granted: %s", u.Manifest.Name, s.ID, strings.Join(miss, ", "))
 	}
@@ -184,6 +187,9 @@ func (m *Manager) startLocked(ctx context.Context, s *Slice, a *AppRecord, fault
 	if mem == 0 {
 		mem = min(free, 16<<20)
 	}
+	if err := ls.registerLocked(a.Name, u); err != nil {
+		return fail(faultCode, err)
+	}
 	if u.Manifest.Kind != KindWASM {
 		mem = 0
 	} else if mem > free || mem < 64<<10 {
@@ -192,7 +198,7 @@ func (m *Manager) startLocked(ctx context.Context, s *Slice, a *AppRecord, fault
 	}
 	a.Status = StateStarting
 	env := AppEnv{Slice: s.ID, App: a.Name, FilesDir: ls.storage.filesDir(a.Name), MemoryBytes: mem,
-		Quotas: s.Quotas.withDefaults(), Provider: s.Provider,
+		Quotas: s.Quotas.withDefaults(), Provider: s.Provider, Upload: ls.upload, Download: ls.download,
 		Host: &sliceHost{m: m, ls: ls, slice: s.ID, app: a.Name}, Overlay: m.opts.Overlay,
 		Logger: m.log.With("slice", s.ID, "app", a.Name)}
 	if err := os.MkdirAll(env.FilesDir, 0o700); err != nil {
@@ -202,6 +208,7 @@ func (m *Manager) startLocked(ctx context.Context, s *Slice, a *AppRecord, fault
 	// meanwhile keeps lifecycle operations on this gateway strictly ordered.
 	inst, err := m.runtimes[u.Manifest.Kind].Start(ctx, env, u)
 	if err != nil {
+		ls.unregisterLocked(a.Name)
 		return fail(faultCode, err)
 	}
 	la := &liveApp{inst: inst, memory: mem}
@@ -223,11 +230,7 @@ func (m *Manager) watch(sid, name string, la *liveApp) {
 	if ls == nil || ls.apps[name] != la {
 		return
 	}
-	delete(ls.apps, name)
-	ls.cpuDone += la.inst.CPUTime().Seconds()
-	for _, unsub := range la.subs {
-		unsub()
-	}
+	ls.dropLocked(name, la)
 	if la.stopping || m.closing {
 		return
 	}
@@ -248,6 +251,17 @@ func (m *Manager) watch(sid, name string, la *liveApp) {
 	m.event(Event{Kind: "app.fault", Slice: sid, App: name, Msg: reason, Attrs: map[string]string{"fault": code}}, true)
 }
 
+// dropLocked forgets an app that ended: its subscriptions, its services, its CPU time kept.
+func (ls *liveSlice) dropLocked(name string, la *liveApp) {
+	delete(ls.apps, name)
+	ls.cpuDone += la.inst.CPUTime().Seconds()
+	for _, unsub := range la.subs {
+		unsub()
+	}
+	la.subs = nil
+	ls.unregisterLocked(name)
+}
+
 // stopLocked stops a's execution unit and waits for it (bounded by ctx).
 func (m *Manager) stopLocked(ctx context.Context, s *Slice, a *AppRecord, requested string) error {
 	a.Requested = requested
@@ -259,12 +273,9 @@ func (m *Manager) stopLocked(ctx context.Context, s *Slice, a *AppRecord, reques
 	}
 	la.stopping = true
 	a.Status = StateStopping
-	for _, unsub := range la.subs {
-		unsub()
-	}
+	ls.unregisterLocked(a.Name) // callers see "no such service" from now on
 	err := la.inst.Stop(ctx)
-	delete(ls.apps, a.Name)
-	ls.cpuDone += la.inst.CPUTime().Seconds()
+	ls.dropLocked(a.Name, la)
 	a.Status = StateIdle
 	if err != nil {
 		a.Fault, a.FaultReason = FaultFailureOnStop, err.Error()

@@ -25,7 +25,10 @@ import (
 
 // counterModule builds examples/wasm/counter (a tiny WAT app: GET bumps a counter kept in
 // the storage service and answers {"count":N}).
-func counterModule(t testing.TB) []byte {
+func counterModule(t testing.TB) []byte { return watModule(t, "counter") }
+
+// watModule assembles examples/wasm/<name>/<name>.wat.
+func watModule(t testing.TB, name string) []byte {
 	t.Helper()
 	if _, err := exec.LookPath("wat2wasm"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -33,8 +36,8 @@ func counterModule(t testing.TB) []byte {
 		}
 		t.Skip("wat2wasm missing: run scripts/install-deps.sh")
 	}
-	out := filepath.Join(t.TempDir(), "counter.wasm")
-	cmd := exec.Command("wat2wasm", "../../examples/wasm/counter/counter.wat", "-o", out)
+	out := filepath.Join(t.TempDir(), name+".wasm")
+	cmd := exec.Command("wat2wasm", "../../examples/wasm/"+name+"/"+name+".wat", "-o", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("wat2wasm: %v\n%s", err, b)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -17,7 +18,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
+	"github.com/nanodc/nanodc/internal/ratelimit"
 	"github.com/nanodc/nanodc/node/slice/wasm"
 	"github.com/nanodc/nanodc/overlay"
 )
@@ -54,9 +57,13 @@ type AppEnv struct {
 	MemoryBytes int64  // the cap reserved for it from the slice's memory quota (WASM apps)
 	Quotas      Quotas // the slice's quotas, defaults filled in (built-in kinds apply them)
 	Provider    peer.ID
-	Host        wasm.Host
-	Overlay     *overlay.Overlay
-	Logger      *slog.Logger
+	// Upload and Download are the slice's bandwidth share (bytes per second token buckets,
+	// shared by all its apps and adjusted when the operator changes the quota). Built-in kinds
+	// draw every byte they send to or receive from the network through them.
+	Upload, Download *rate.Limiter
+	Host             wasm.Host
+	Overlay          *overlay.Overlay
+	Logger           *slog.Logger
 }
 
 // Runtime starts apps of one kind (built-in kinds are registered by the node).
@@ -102,18 +109,34 @@ type liveSlice struct {
 	events  *eventLog
 	storage *storage
 	apps    map[string]*liveApp // guarded by Manager.mu
-	cpuDone float64             // CPU seconds of instances that ended (guarded by Manager.mu)
+	// registry is the slice's private service registry: service → app offering it
+	// (guarded by Manager.mu; registry.go).
+	registry map[string]string
+	cpuDone  float64 // CPU seconds of instances that ended (guarded by Manager.mu)
 	// Snapshots of the slice's grants and storage quota, read by apps' host calls without
 	// Manager.mu (a guest's init runs while a lifecycle operation holds it).
 	grants       atomic.Pointer[[]string]
 	storageQuota atomic.Int64
+	// The slice's bandwidth share, in place for the apps holding them.
+	upload, download *rate.Limiter
 }
 
-// syncLimits refreshes the snapshots after the slice's record changed.
-func (ls *liveSlice) syncLimits(s *Slice) {
+// Bursts of the bandwidth buckets: one 16 KiB BitTorrent chunk up (a larger burst is queueing
+// delay on a DSL uplink), 64 KiB down.
+const uploadBurst, downloadBurst = 16 << 10, 64 << 10
+
+// syncLimitsLocked applies the slice's record after it changed: grants, storage quota,
+// bandwidth share and the overlay's resource-manager limits, all at once for running apps.
+func (m *Manager) syncLimitsLocked(ls *liveSlice, s *Slice) {
 	g := slices.Clone(s.Services)
 	ls.grants.Store(&g)
-	ls.storageQuota.Store(s.Quotas.withDefaults().StorageBytes)
+	q := s.Quotas.withDefaults()
+	ls.storageQuota.Store(q.StorageBytes)
+	ls.upload.SetLimit(ratelimit.Limit(q.UploadBps))
+	ls.download.SetLimit(ratelimit.Limit(q.DownloadBps))
+	if m.opts.Overlay != nil {
+		m.opts.Overlay.SetSliceLimit(s.ID, q.streamLimits())
+	}
 }
 
 type liveApp struct {
@@ -173,8 +196,9 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 }
 
 func (m *Manager) openSlice(s *Slice) (*liveSlice, error) {
-	ls := &liveSlice{events: newEventLog(512), apps: map[string]*liveApp{}}
-	ls.syncLimits(s)
+	ls := &liveSlice{events: newEventLog(512), apps: map[string]*liveApp{}, registry: map[string]string{},
+		upload: ratelimit.New(0, uploadBurst), download: ratelimit.New(0, downloadBurst)}
+	m.syncLimitsLocked(ls, s)
 	stor, err := newStorage(sliceDir(filepath.Join(m.opts.Dir, "slices"), s.ID), ls.storageQuota.Load)
 	if err != nil {
 		return nil, fmt.Errorf("slice %s storage: %w", s.ID, err)
@@ -281,14 +305,14 @@ func (e AppEnv) Handle(proto string, h network.StreamHandler) (remove func(), er
 	if err := ValidID("protocol", proto); err != nil {
 		return nil, err
 	}
-	pid, svc := ProtocolID(e.Slice, proto), overlay.SliceServicePrefix+e.Slice
+	pid := ProtocolID(e.Slice, proto)
 	host := e.Overlay.Host()
 	host.SetStreamHandler(pid, func(s network.Stream) {
-		if err := s.Scope().SetService(svc); err != nil {
+		if err := e.ScopeStream(s); err != nil {
 			_ = s.Reset() // over the slice's limits: refused inside its own scope
 			return
 		}
-		h(s)
+		h(e.paced(s))
 	})
 	return func() { host.RemoveStreamHandler(pid) }, nil
 }
@@ -303,9 +327,33 @@ func (e AppEnv) NewStream(ctx context.Context, p peer.ID, proto string) (network
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Scope().SetService(overlay.SliceServicePrefix + e.Slice); err != nil {
+	if err := e.ScopeStream(s); err != nil {
 		_ = s.Reset()
 		return nil, fmt.Errorf("slice %s: %w", e.Slice, err)
 	}
-	return s, nil
+	return e.paced(s), nil
 }
+
+// ScopeStream attaches s to the slice's resource-manager scope; it fails when the slice is
+// at its streams or stream-memory limit. Built-in kinds that open streams of their own (the
+// VoD app's peer wire) call it on each.
+func (e AppEnv) ScopeStream(s network.Stream) error {
+	return s.Scope().SetService(overlay.SliceServicePrefix + e.Slice)
+}
+
+// paced draws the stream's bytes from the slice's bandwidth share.
+func (e AppEnv) paced(s network.Stream) network.Stream {
+	if e.Upload == nil && e.Download == nil {
+		return s
+	}
+	return pacedStream{Stream: s, r: ratelimit.Reader(s, e.Download), w: ratelimit.Writer(s, e.Upload)}
+}
+
+type pacedStream struct {
+	network.Stream
+	r io.Reader
+	w io.Writer
+}
+
+func (p pacedStream) Read(b []byte) (int, error)  { return p.r.Read(b) }
+func (p pacedStream) Write(b []byte) (int, error) { return p.w.Write(b) }

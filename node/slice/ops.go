@@ -233,6 +233,9 @@ func (m *Manager) createSlice(req Request) (*SliceView, error) {
 	if err := m.persistLocked(); err != nil {
 		m.st.Slices = m.st.Slices[:len(m.st.Slices)-1]
 		delete(m.live, s.ID)
+		if m.opts.Overlay != nil {
+			m.opts.Overlay.RemoveSliceLimit(s.ID)
+		}
 		return nil, err
 	}
 	m.event(Event{Kind: "slice.created", Slice: s.ID, Msg: fmt.Sprintf("slice %s for %s", s.ID, prov),
@@ -283,7 +286,7 @@ func (m *Manager) setSlice(s *Slice, req Request) (*SliceView, error) {
 		s.Quotas, s.Services = old.Quotas, old.Services
 		return nil, err
 	}
-	m.live[s.ID].syncLimits(s)
+	m.syncLimitsLocked(m.live[s.ID], s)
 	m.event(Event{Kind: "slice.changed", Slice: s.ID, Msg: fmt.Sprintf("quotas %+v services %v", s.Quotas, s.Services)}, true)
 	return m.sliceViewLocked(s), nil
 }
@@ -298,6 +301,9 @@ func (m *Manager) removeSlice(ctx context.Context, s *Slice) error {
 	dir := m.live[s.ID].storage.dir
 	m.st.Slices = slices.DeleteFunc(m.st.Slices, func(x *Slice) bool { return x == s })
 	delete(m.live, s.ID)
+	if m.opts.Overlay != nil {
+		m.opts.Overlay.RemoveSliceLimit(s.ID)
+	}
 	errs = append(errs, m.persistLocked())
 	for _, a := range s.Apps {
 		m.removeUnitIfUnused(a.Unit)
@@ -312,6 +318,8 @@ func (m *Manager) removeSlice(ctx context.Context, s *Slice) error {
 type SliceView struct {
 	Slice
 	Usage Usage `json:"usage"`
+	// Registry is the slice's private service registry now: service → app offering it.
+	Registry map[string]string `json:"registry,omitempty"`
 }
 
 // Usage is what a slice uses now.
@@ -332,7 +340,7 @@ func (m *Manager) sliceView(s *Slice) *SliceView {
 
 func (m *Manager) sliceViewLocked(s *Slice) *SliceView {
 	m.fillRunTimeLocked(s)
-	v := &SliceView{Slice: *s, Usage: m.usageLocked(s)}
+	v := &SliceView{Slice: *s, Usage: m.usageLocked(s), Registry: m.live[s.ID].registrySnapshotLocked()}
 	v.Quotas = s.Quotas.withDefaults()
 	v.Apps = nil
 	for _, a := range s.Apps {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 
 	"github.com/nanodc/nanodc/internal/atomicfile"
 )
@@ -33,10 +34,11 @@ type Quotas struct {
 	UploadBps    int64 `json:"upload_bps"`    // upload bandwidth share, bits per second (0: unlimited)
 	DownloadBps  int64 `json:"download_bps"`  // download bandwidth share, bits per second (0: unlimited)
 	MaxApps      int   `json:"max_apps"`
+	Streams      int   `json:"streams"` // overlay streams open at once in the slice's namespace
 }
 
 // Defaults are the quotas a slice gets when the operator names none.
-var Defaults = Quotas{MemoryBytes: 32 << 20, CPUMillis: 250, StorageBytes: 256 << 20, MaxApps: 4}
+var Defaults = Quotas{MemoryBytes: 32 << 20, CPUMillis: 250, StorageBytes: 256 << 20, MaxApps: 4, Streams: 192}
 
 func (q Quotas) withDefaults() Quotas {
 	if q.MemoryBytes == 0 {
@@ -51,12 +53,26 @@ func (q Quotas) withDefaults() Quotas {
 	if q.MaxApps == 0 {
 		q.MaxApps = Defaults.MaxApps
 	}
+	if q.Streams == 0 {
+		q.Streams = Defaults.Streams
+	}
 	return q
+}
+
+// streamLimits are the slice's resource-manager limits: its streams quota (two thirds of it
+// either way, so that neither direction starves the other), and for stream buffers half its
+// memory quota, at least 4 MiB and at most 256 MiB. Stream buffers are the slice's memory too,
+// but they live in the libp2p stack, outside any app's linear memory.
+func (q Quotas) streamLimits() rcmgr.BaseLimit {
+	q = q.withDefaults()
+	oneWay := max(q.Streams*2/3, 1)
+	return rcmgr.BaseLimit{Streams: q.Streams, StreamsInbound: oneWay, StreamsOutbound: oneWay,
+		Memory: min(max(q.MemoryBytes/2, 4<<20), 256<<20)}
 }
 
 func (q Quotas) validate() error {
 	switch {
-	case q.MemoryBytes < 0 || q.CPUMillis < 0 || q.StorageBytes < 0 || q.UploadBps < 0 || q.DownloadBps < 0 || q.MaxApps < 0:
+	case q.MemoryBytes < 0 || q.CPUMillis < 0 || q.StorageBytes < 0 || q.UploadBps < 0 || q.DownloadBps < 0 || q.MaxApps < 0 || q.Streams < 0:
 		return errors.New("quotas: values must not be negative")
 	case q.MemoryBytes != 0 && q.MemoryBytes < 64<<10:
 		return errors.New("quotas.memory_bytes: at least 65536 (one WebAssembly page)")
@@ -64,6 +80,8 @@ func (q Quotas) validate() error {
 		return errors.New("quotas.cpu_millis: at most 64000 (64 cores)")
 	case q.MaxApps > 1000:
 		return errors.New("quotas.max_apps: at most 1000")
+	case q.Streams > 4096:
+		return errors.New("quotas.streams: at most 4096")
 	}
 	return nil
 }

@@ -19,6 +19,9 @@ type Manifest struct {
 	Version  string   `json:"version"` // free-form, shown in probes
 	Kind     string   `json:"kind"`    // "wasm" or a built-in kind the node registers (e.g. "vod")
 	Requires []string `json:"requires,omitempty"`
+	// Provides names the services the app offers to the other apps of its slice while it
+	// is Active (the slice's private service registry, registry.go).
+	Provides []string `json:"provides,omitempty"`
 	// Topics the app subscribes to, relative to the slice's namespace (service pubsub).
 	Topics []string `json:"topics,omitempty"`
 	// Module is the CID of the WebAssembly module (kind wasm); the unit carries the bytes.

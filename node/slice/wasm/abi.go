@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -25,6 +26,7 @@ const (
 	maxTopic   = 256
 	maxLogLen  = 4096
 	maxCTLen   = 256
+	maxSvcPath = 1024
 	maxMetric  = 128
 	minTimerMS = 10
 )
@@ -37,6 +39,7 @@ type callState struct {
 	req  *request
 	msg  *message
 	resp *response
+	svc  []byte // body of the last service_call's answer in this call; nil: none yet
 }
 
 type request struct {
@@ -295,6 +298,38 @@ var abi = []hostFn{
 			}
 			body := append([]byte(nil), read(mod, api.DecodeU32(s[3]), api.DecodeU32(s[4]), "respond")...)
 			cs.resp = &response{status: status, ctype: ct, body: body}
+		}},
+	{"service_call", []api.ValueType{i32, i32, i32, i32, i32, i32}, []api.ValueType{i32},
+		[]string{"nptr", "nlen", "pptr", "plen", "bptr", "blen"},
+		func(ctx context.Context, mod api.Module, s []uint64) {
+			cs := stateOf(ctx)
+			svc, ok1 := name(mod, api.DecodeU32(s[0]), api.DecodeU32(s[1]), maxTopic, "service_call")
+			path, ok2 := name(mod, api.DecodeU32(s[2]), api.DecodeU32(s[3]), maxSvcPath, "service_call")
+			if !ok1 || !ok2 {
+				s[0] = api.EncodeI32(rcInvalid)
+				return
+			}
+			body := append([]byte(nil), read(mod, api.DecodeU32(s[4]), api.DecodeU32(s[5]), "service_call")...)
+			status, resp, err := cs.app.host.CallService(ctx, svc, path, body)
+			switch {
+			case errors.Is(err, ErrNoService):
+				s[0] = api.EncodeI32(rcMissing)
+			case err != nil:
+				cs.app.logger.Debug("service_call failed", "service", svc, "err", err)
+				s[0] = api.EncodeI32(rcHostErr)
+			default:
+				cs.svc = append([]byte{}, resp...)
+				s[0] = api.EncodeI32(int32(status))
+			}
+		}},
+	{"service_response", []api.ValueType{i32, i32}, []api.ValueType{i32}, []string{"ptr", "cap"},
+		func(ctx context.Context, mod api.Module, s []uint64) {
+			cs := stateOf(ctx)
+			if cs.svc == nil {
+				s[0] = api.EncodeI32(rcMissing)
+				return
+			}
+			s[0] = api.EncodeI32(copyOut(mod, api.DecodeU32(s[0]), api.DecodeU32(s[1]), cs.svc, "service_response"))
 		}},
 	{"message_topic", []api.ValueType{i32, i32}, []api.ValueType{i32}, []string{"ptr", "cap"},
 		func(ctx context.Context, mod api.Module, s []uint64) {

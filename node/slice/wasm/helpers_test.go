@@ -85,6 +85,14 @@ func (h *memHost) Publish(topic string, data []byte) error {
 	return nil
 }
 
+// CallService: the test host offers one service, "echo", answering the body it got.
+func (h *memHost) CallService(_ context.Context, name, _ string, body []byte) (int, []byte, error) {
+	if name != "echo" {
+		return 0, nil, ErrNoService
+	}
+	return 200, body, nil
+}
+
 func (h *memHost) Metric(name string, delta float64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -50,7 +50,13 @@ type Host interface {
 	KVDelete(key string) error
 	Publish(topic string, data []byte) error // topic is relative to the slice
 	Metric(name string, delta float64)       // adds to a per-app counter
+	// CallService sends body to path of the service name offered by another app of the
+	// slice, and returns the answer's status and body; ErrNoService when no app offers it.
+	CallService(ctx context.Context, name, path string, body []byte) (status int, resp []byte, err error)
 }
+
+// ErrNoService is what Host.CallService returns for a service nobody offers in the slice.
+var ErrNoService = errors.New("no such service in the slice")
 
 // Config describes one app to start.
 type Config struct {
