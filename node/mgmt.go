@@ -147,8 +147,32 @@ func (n *Node) handleMgmt(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, resp.Status, resp)
 		return
 	}
+	if req.EveryMs > 0 {
+		n.watchMgmt(w, r, p, req)
+		return
+	}
 	resp := n.slices.Respond(r.Context(), p, req)
 	writeJSON(w, resp.Status, resp)
+}
+
+// watchMgmt streams a watch's answers as NDJSON, one slice.Response per line, each flushed,
+// until the client disconnects or the watch ends.
+func (n *Node) watchMgmt(w http.ResponseWriter, r *http.Request, p slice.Principal, req slice.Request) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	every := time.Duration(req.EveryMs) * time.Millisecond
+	err := n.slices.Watch(r.Context(), p, req, func(resp slice.Response) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(every + 10*time.Second))
+		if err := enc.Encode(resp); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && r.Context().Err() == nil {
+		n.log.Debug("management watch ended", "op", req.Op, "err", err)
+	}
 }
 
 // mintToken is token.create: checked by the same matrix, served here because the tokens

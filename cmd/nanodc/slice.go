@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -82,22 +83,78 @@ func (f *mgmtFlags) call(ctx context.Context, req slice.Request) (json.RawMessag
 	return r.Result, nil
 }
 
-func (f *mgmtFlags) callRemote(ctx context.Context, req slice.Request) (json.RawMessage, error) {
+// watch sends a watch request and hands each answer to fn until ctx ends or fn fails.
+func (f *mgmtFlags) watch(ctx context.Context, req slice.Request, fn func(slice.Response) error) error {
+	if f.remote != "" {
+		ai, h, err := f.dialRemote(ctx)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return slice.Watch(ctx, h, ai.ID, req, fn)
+	}
+	addr, tok, err := localAPI(f.dataDir, f.api, f.tokenFile)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/api/v1/mgmt", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hreq.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var r slice.Response
+		if err := dec.Decode(&r); err != nil {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("%s: HTTP %d: %w", req.Op, resp.StatusCode, err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+}
+
+// dialRemote connects a client host with --key to --remote.
+func (f *mgmtFlags) dialRemote(ctx context.Context) (*peer.AddrInfo, host.Host, error) {
 	if f.key == "" {
-		return nil, fmt.Errorf("--remote needs --key: the operator's or provider's key proves who is asking")
+		return nil, nil, fmt.Errorf("--remote needs --key: the operator's or provider's key proves who is asking")
 	}
 	ai, err := peer.AddrInfoFromString(f.remote)
 	if err != nil {
-		return nil, fmt.Errorf("--remote %q: %w", f.remote, err)
+		return nil, nil, fmt.Errorf("--remote %q: %w", f.remote, err)
 	}
 	h, err := clientHost(f.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := h.Connect(ctx, *ai); err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("connecting to %s: %w", f.remote, err)
+	}
+	return ai, h, nil
+}
+
+func (f *mgmtFlags) callRemote(ctx context.Context, req slice.Request) (json.RawMessage, error) {
+	ai, h, err := f.dialRemote(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	if err := h.Connect(ctx, *ai); err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", f.remote, err)
-	}
 	r, err := slice.Call(ctx, h, ai.ID, req)
 	if err != nil {
 		return r.Result, fmt.Errorf("%s: %w", req.Op, err)
@@ -281,14 +338,49 @@ func newSliceCmd() *cobra.Command {
 				return slice.Request{Op: slice.OpSliceRemove, Slice: a[0]}, nil
 			}, printOK, nil),
 		newEventsCmd(),
-		mgmtCmd("probe [SLICE]", "Probe the gateway (no SLICE) or one slice", cobra.MaximumNArgs(1),
-			func(a []string) (slice.Request, error) {
-				if len(a) == 0 {
-					return slice.Request{Op: slice.OpProbeCore}, nil
-				}
-				return slice.Request{Op: slice.OpProbeSlice, Slice: a[0]}, nil
-			}, nil, nil),
+		newProbeCmd(),
 	)
+	return cmd
+}
+
+func newProbeCmd() *cobra.Command {
+	var f mgmtFlags
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use: "probe [SLICE]", Short: "Probe the gateway (no SLICE) or one slice; with --every, keep receiving it",
+		Long: `Probe the gateway or one slice. With --every, the gateway sends the probe at that period
+on one stream until interrupted (a watch, one JSON line per answer): far cheaper for the
+gateway than polling.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := slice.Request{Op: slice.OpProbeCore}
+			if len(args) == 1 {
+				req = slice.Request{Op: slice.OpProbeSlice, Slice: args[0]}
+			}
+			out := cmd.OutOrStdout()
+			if every == 0 {
+				res, err := f.call(cmd.Context(), req)
+				if err != nil {
+					return err
+				}
+				var v any
+				if err := json.Unmarshal(res, &v); err != nil {
+					return err
+				}
+				return writeJSONOut(out, v)
+			}
+			req.EveryMs = every.Milliseconds()
+			enc := json.NewEncoder(out)
+			return f.watch(cmd.Context(), req, func(r slice.Response) error {
+				if r.Status != http.StatusOK {
+					return fmt.Errorf("%s: %s (%d)", req.Op, r.Error, r.Status)
+				}
+				return enc.Encode(r.Result)
+			})
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().DurationVar(&every, "every", 0, "watch: receive the probe at this period (at least 250ms) until interrupted")
 	return cmd
 }
 

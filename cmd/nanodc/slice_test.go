@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSliceCLI is the operator's and a provider's path with real processes: the operator
@@ -154,5 +156,46 @@ func TestSliceCLI(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("stopped app answered %d", resp.StatusCode)
+	}
+
+	// Watching: the provider remotely and the operator locally each get the slice's probe
+	// every 250 ms, one JSON line per answer, until they stop.
+	for _, args := range [][]string{{"--remote", remote, "--key", provKey}, {"--data", gw.data}} {
+		cmd := exec.Command(bin, append([]string{"slice", "probe", "energy", "--every", "250ms"}, args...)...)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr lockedBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		for i := range 3 {
+			select {
+			case l, ok := <-lines:
+				var v struct {
+					ID string `json:"id"`
+				}
+				if !ok || json.Unmarshal([]byte(l), &v) != nil || v.ID != "energy" {
+					t.Fatalf("slice probe --every %v, answer %d: %q (open %v)\n%s", args[0], i, l, ok, stderr.String())
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("slice probe --every %v: no answer %d\n%s", args[0], i, stderr.String())
+			}
+		}
+		_ = cmd.Process.Signal(os.Interrupt)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("slice probe --every %v did not stop cleanly on interrupt: %v\n%s", args[0], err, stderr.String())
+		}
 	}
 }

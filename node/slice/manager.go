@@ -94,7 +94,8 @@ type Manager struct {
 	runtimes map[string]Runtime
 	metrics  *metrics
 
-	core *eventLog
+	core    *eventLog
+	watches watchHub
 
 	mu      sync.Mutex // guards st, live, and the slices' records
 	st      *state

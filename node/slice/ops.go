@@ -34,6 +34,9 @@ type Request struct {
 	Key      string   `json:"key,omitempty"`      // kv.get
 	Role     Role     `json:"role,omitempty"`     // token.create
 	Peer     string   `json:"peer,omitempty"`     // token.create for a provider
+	// EveryMs makes a read-only request a watch: answered now and again every EveryMs on
+	// the same stream (overlay) or response (HTTP, NDJSON) until the caller goes (watch.go).
+	EveryMs int64 `json:"every_ms,omitempty"`
 }
 
 // MaxRequestBytes bounds an encoded request (a unit included).
@@ -75,6 +78,9 @@ func DecodeRequest(r io.Reader) (Request, error) {
 	}
 	if req.Limit < 0 {
 		return req, errors.New("request: limit must not be negative")
+	}
+	if err := validateWatch(req); err != nil {
+		return req, err
 	}
 	return req, nil
 }

@@ -148,10 +148,11 @@ func cpuTicks(pid int) (int64, error) {
 // BenchmarkProbePollingGatewaySide: 100 providers each polling their slice's probe once a
 // second over the real management protocol (loopback QUIC), as a share of one core of the
 // gateway alone. The gateway runs in a child process whose CPU time is read from /proc
-// around two equal windows once everything is connected and warm: one with no requests
-// (the gateway's idle floor: overlay, DHT, pubsub, 100 idle apps) and one with the polling.
-// %core-gw-probes is the difference, what the polling itself costs. Each b.Loop iteration is
-// one pair of windows, so the default -benchtime runs it once.
+// around three equal windows once everything is connected and warm: one with no requests
+// (the gateway's idle floor: overlay, pubsub, 100 idle apps), one with the polling, one with
+// the same probes as watches (asked once, answered every second). %core-gw-probes and
+// %core-gw-watches are what each costs above the floor. Each b.Loop iteration is one set of
+// windows, so the default -benchtime runs it once.
 func BenchmarkProbePollingGatewaySide(b *testing.B) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		b.Skip("needs /proc to read the gateway's CPU time")
@@ -296,13 +297,14 @@ func BenchmarkProbePollingGatewaySide(b *testing.B) {
 		return float64(after-before) / clkTck / elapsed.Seconds() * 100
 	}
 
-	var idleSum, pollSum float64
+	var idleSum, idleAfterSum, pollSum, watchSum float64
+	var watched atomic.Int64
 	var rounds int
 	var calls atomic.Int64
+	var errMu sync.Mutex
+	var firstErr error
 	for b.Loop() {
 		idleSum += measure(func() { time.Sleep(window) })
-		var errMu sync.Mutex
-		var firstErr error
 		pollSum += measure(func() {
 			t0 := time.Now()
 			end := t0.Add(window)
@@ -330,11 +332,47 @@ func BenchmarkProbePollingGatewaySide(b *testing.B) {
 		if firstErr != nil {
 			b.Fatal(firstErr)
 		}
+		// The same probes as watches: each provider asks once, the gateway answers every
+		// second on that stream (one timer for all of them).
+		watchSum += measure(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), window)
+			defer cancel()
+			var wg sync.WaitGroup
+			for i := range hosts {
+				wg.Go(func() {
+					err := Watch(ctx, hosts[i], gw.ID, Request{Op: OpProbeSlice, Slice: fmt.Sprintf("p%03d", i), EveryMs: 1000},
+						func(r Response) error {
+							if r.Status != 200 {
+								return fmt.Errorf("watch of p%03d: %d %s", i, r.Status, r.Error)
+							}
+							watched.Add(1)
+							return nil
+						})
+					if err != nil {
+						errMu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						errMu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+		})
+		if firstErr != nil {
+			b.Fatal(firstErr)
+		}
+		// The floor again, after: the lower of the two is taken, so that background work
+		// of the first (settling after the warm-up) is not credited to the probes.
+		idleAfterSum += measure(func() { time.Sleep(window) })
 		rounds++
 	}
-	idle, poll := idleSum/float64(rounds), pollSum/float64(rounds)
+	idleSum = min(idleSum, idleAfterSum)
+	idle, poll, watch := idleSum/float64(rounds), pollSum/float64(rounds), watchSum/float64(rounds)
 	b.ReportMetric(poll, "%core-gw@1Hz")
 	b.ReportMetric(idle, "%core-gw-idle")
 	b.ReportMetric(poll-idle, "%core-gw-probes")
+	b.ReportMetric(watch-idle, "%core-gw-watches")
+	b.ReportMetric(float64(watched.Load())/(window.Seconds()*float64(rounds)), "answers/s")
 	b.ReportMetric(float64(calls.Load())/(window.Seconds()*float64(rounds)), "probes/s")
 }

@@ -78,6 +78,17 @@ func (m *Manager) handleStream(ctx context.Context, s network.Stream) {
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
 	req, err := DecodeRequest(s)
 	var resp Response
+	if err == nil && req.EveryMs > 0 {
+		// A watch: answers until the caller resets the stream (a write then fails).
+		_ = s.SetReadDeadline(time.Time{})
+		every := time.Duration(req.EveryMs) * time.Millisecond
+		enc := json.NewEncoder(s)
+		_ = m.Watch(ctx, m.PrincipalOf(s.Conn().RemotePeer()), req, func(r Response) error {
+			_ = s.SetWriteDeadline(time.Now().Add(every + 10*time.Second))
+			return enc.Encode(r)
+		})
+		return
+	}
 	if err != nil {
 		resp = Response{Status: http.StatusBadRequest, Error: err.Error()}
 	} else {
@@ -126,4 +137,44 @@ func Call(ctx context.Context, h host.Host, gw peer.ID, req Request) (Response, 
 		return resp, fmt.Errorf("%s: %d %s", gw, resp.Status, resp.Error)
 	}
 	return resp, nil
+}
+
+// Watch sends a watch (req.EveryMs > 0) to a remote gateway and hands each answer to fn until
+// ctx ends (nil), fn returns an error (returned), the gateway ends the watch (nil, after an
+// answer that was not 200) or the stream fails (returned).
+func Watch(ctx context.Context, h host.Host, gw peer.ID, req Request, fn func(Response) error) error {
+	if req.EveryMs <= 0 {
+		return errors.New("watch: every_ms must be set")
+	}
+	s, err := h.NewStream(ctx, gw, Protocol)
+	if err != nil {
+		return fmt.Errorf("opening management stream to %s: %w", gw, err)
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Write(b); err != nil {
+		return fmt.Errorf("sending request to %s: %w", gw, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(io.LimitReader(s, 1<<40))
+	for {
+		var resp Response
+		if err := dec.Decode(&resp); err != nil {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("watching %s: %w", gw, err)
+		}
+		if err := fn(resp); err != nil {
+			_ = s.Reset()
+			return err
+		}
+	}
 }
