@@ -56,6 +56,7 @@ type Node struct {
 	api      *http.Server
 	apiLn    net.Listener
 	vod      *vod.App
+	vodKind  *vodKind // VoD apps in providers' slices
 	vodHTTP  *http.Server
 	vodLn    net.Listener
 
@@ -136,11 +137,12 @@ func New(opts Options) (_ *Node, err error) {
 	}
 
 	operator, _ := cfg.operatorID() // validated
+	n.vodKind = &vodKind{n: n}
 	n.slices, err = slice.New(context.Background(), slice.Options{
 		Dir: filepath.Join(opts.DataDir, "slices"), Operator: operator, Overlay: n.overlay,
 		Version: opts.Version, Logger: n.log.With("component", "slices"), Registerer: reg,
 		CallTimeout: cfg.Slices.CallTimeout,
-		Runtimes:    map[string]slice.Runtime{KindVOD: &vodKind{n: n}},
+		Runtimes:    map[string]slice.Runtime{KindVOD: n.vodKind},
 	})
 	if err != nil {
 		return nil, err
@@ -196,6 +198,9 @@ func (n *Node) startVOD(reg prometheus.Registerer) error {
 	}
 	return nil
 }
+
+// SliceVOD is the VoD app running in a provider's slice (nil if none runs there).
+func (n *Node) SliceVOD(sliceID string) *vod.App { return n.vodKind.app(sliceID) }
 
 // VOD is the node's video-on-demand app (nil when vod.enabled is false).
 func (n *Node) VOD() *vod.App { return n.vod }

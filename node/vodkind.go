@@ -28,7 +28,7 @@ const KindVOD = "vod"
 type vodKind struct {
 	n       *Node
 	mu      sync.Mutex
-	running map[string]string // slice → app running VoD there
+	running map[string]*vodInstance // slice → the VoD app running there
 }
 
 // vodUnitConfig is what a vod unit's manifest config may set.
@@ -55,12 +55,12 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if app := k.running[env.Slice]; app != "" {
-		return nil, fmt.Errorf("slice %q already runs the VoD app as %q; one VoD app per slice", env.Slice, app)
+	if other := k.running[env.Slice]; other != nil {
+		return nil, fmt.Errorf("slice %q already runs the VoD app as %q; one VoD app per slice", env.Slice, other.name)
 	}
 	// The cache may fill nine tenths of the slice's storage quota: the rest is for the app's
 	// state files and the slice's other apps.
-	app, err := vod.New(vod.Options{
+	vo := vod.Options{
 		Overlay:    env.Overlay,
 		Dir:        env.FilesDir,
 		CacheBytes: max(env.Quotas.StorageBytes*9/10, 1<<20),
@@ -74,21 +74,26 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 		DownloadLimiter: env.Download,
 		StreamScope:     env.ScopeStream,
 		Logger:          env.Logger,
-	})
+	}
+	if k.n.opts.VODOverride != nil {
+		// The emulator's origin client and fetch observer, as for the node-level app.
+		k.n.opts.VODOverride(&vo)
+	}
+	app, err := vod.New(vo)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &vodInstance{app: app, cancel: cancel, done: make(chan struct{}), served: make(chan struct{}),
+	in := &vodInstance{app: app, name: env.App, cancel: cancel, done: make(chan struct{}), served: make(chan struct{}),
 		prefix: "/slices/" + env.Slice + "/apps/" + env.App, release: func() {
 			k.mu.Lock()
 			delete(k.running, env.Slice)
 			k.mu.Unlock()
 		}}
 	if k.running == nil {
-		k.running = map[string]string{}
+		k.running = map[string]*vodInstance{}
 	}
-	k.running[env.Slice] = env.App
+	k.running[env.Slice] = in
 	go func() {
 		defer close(in.served)
 		_ = app.Serve(ctx)
@@ -96,8 +101,19 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 	return in, nil
 }
 
+// app returns the VoD app running in slice id, or nil.
+func (k *vodKind) app(id string) *vod.App {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if in := k.running[id]; in != nil {
+		return in.app
+	}
+	return nil
+}
+
 type vodInstance struct {
 	app     *vod.App
+	name    string
 	prefix  string
 	cancel  context.CancelFunc
 	served  chan struct{} // closed when Serve returned

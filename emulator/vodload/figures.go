@@ -126,8 +126,8 @@ func (w *workload) Summary() any {
 		return s
 	}
 	for _, g := range w.env.Fleet.Gateways {
-		if n := g.Node(); n != nil && n.VOD() != nil {
-			s.Strategy = string(n.VOD().Strategy())
+		if app := w.app(g.Node()); app != nil {
+			s.Strategy = string(app.Strategy())
 			break
 		}
 	}

@@ -36,12 +36,12 @@ type session struct {
 // plays at the bitrate, stalls when its buffer runs dry and resumes after Rebuffer, reads
 // ahead at most MaxBuffer, and gives up after Abandon without progress.
 func (w *workload) play(ctx context.Context, s *session) {
-	n := s.gw.Node()
-	if n == nil || n.VOD() == nil {
+	app := w.app(s.gw.Node())
+	if app == nil {
 		s.fail("gateway down")
 		return
 	}
-	client := w.clientFor(n.VOD())
+	client := w.clientFor(app)
 	e := w.entries[s.title]
 	rate := float64(e.BitrateBps) / 8
 	sctx, cancel := context.WithCancel(ctx)

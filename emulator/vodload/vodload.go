@@ -9,8 +9,10 @@
 package vodload
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,11 +27,13 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"gopkg.in/yaml.v3"
 
 	"github.com/nanodc/nanodc/emulator"
 	"github.com/nanodc/nanodc/internal/yamlstrict"
 	"github.com/nanodc/nanodc/node"
+	"github.com/nanodc/nanodc/node/slice"
 	"github.com/nanodc/nanodc/overlay"
 	"github.com/nanodc/nanodc/vod"
 	"github.com/nanodc/nanodc/vod/catalog"
@@ -67,6 +71,11 @@ type Params struct {
 	CacheBytes    int64         `yaml:"cache_bytes"`    // per gateway
 	// UploadShare is the fraction of each gateway's uplink its VoD app may use for peers.
 	UploadShare float64 `yaml:"upload_share"`
+	// Slice, when set, runs the VoD app as production does for a video provider: in that
+	// provider's slice on every gateway (created by the operator, the app a unit signed by
+	// the provider, upload share and cache as the slice's quotas), instead of the node-level
+	// app.
+	Slice string `yaml:"slice"`
 }
 
 func defaults() Params {
@@ -100,7 +109,12 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 	case p.StartupBuffer <= 0 || p.Rebuffer <= 0 || p.MaxBuffer < p.StartupBuffer || p.Abandon <= 0:
 		return nil, errors.New("startup_buffer, rebuffer, abandon must be positive and max_buffer >= startup_buffer")
 	}
-	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}}, nil
+	if p.Slice != "" {
+		if err := slice.ValidID("slice", p.Slice); err != nil {
+			return nil, err
+		}
+	}
+	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}, sliceSetup: map[*emulator.Gateway]sliceSetup{}}, nil
 }
 
 // originIP is where the provider's origin sits in the datacenter.
@@ -113,6 +127,7 @@ type workload struct {
 	fleet   *emulator.Fleet // from Prepare, before any node is configured
 	env     *emulator.Env
 	dir     string
+	key     crypto.PrivKey // the provider's
 	entries []*catalog.Entry
 	srv     *origin.Server
 	wg      sync.WaitGroup
@@ -126,6 +141,8 @@ type workload struct {
 	pushErrors  []string
 	clients     []*http.Client
 	viewingFrom time.Time
+
+	sliceSetup map[*emulator.Gateway]sliceSetup
 
 	players map[*vod.App]*pipeServer
 	spareUp map[*emulator.Gateway]float64 // uplink bytes/s left unused in the last second
@@ -148,12 +165,21 @@ type gwCounters struct {
 // ConfigureNode enables the VoD app on every gateway, with an origin client that crosses the
 // virtual network and an observer of gap fills.
 func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
-	opts.Config.VOD.Enabled = true
-	opts.Config.VOD.Listen = node.APIOff
-	opts.Config.VOD.CacheBytes = w.p.CacheBytes
 	// Every strategy seeds at most UploadShare of the line's uplink, as a deployed gateway
 	// would be configured: the rest keeps the home's own requests and ACKs flowing.
-	opts.Config.VOD.UploadLimitBps = int64(w.p.UploadShare * float64(w.fleet.Profile(g.Profile).Up.RateBps))
+	upload := int64(w.p.UploadShare * float64(w.fleet.Profile(g.Profile).Up.RateBps))
+	if w.p.Slice != "" {
+		// The app comes with the slice (NodeStarted); the variant's strategy goes in its unit.
+		w.mu.Lock()
+		w.sliceSetup[g] = sliceSetup{strategy: cmp.Or(opts.Config.VOD.Strategy, string(vod.StrategyNanodc)), uploadBps: upload}
+		w.mu.Unlock()
+		opts.Config.VOD.Enabled = false
+	} else {
+		opts.Config.VOD.Enabled = true
+		opts.Config.VOD.Listen = node.APIOff
+		opts.Config.VOD.CacheBytes = w.p.CacheBytes
+		opts.Config.VOD.UploadLimitBps = upload
+	}
 	client := origin.NewHTTP3Client(func() (net.PacketConn, error) {
 		return g.Host.ListenUDP("udp4", &net.UDPAddr{IP: g.IP})
 	})
@@ -174,7 +200,7 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 		if g == self {
 			continue
 		}
-		if n := g.Node(); n != nil && n.VOD() != nil && n.VOD().HasPiece(f.CID, f.Piece) {
+		if app := w.app(g.Node()); app != nil && app.HasPiece(f.CID, f.Piece) {
 			w.mu.Lock()
 			spare := w.spareUp[g]
 			w.mu.Unlock()
@@ -198,16 +224,82 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 	}
 }
 
-// NodeStarted gives a (re)started gateway the provider's catalog.
+// NodeStarted gives a (re)started gateway the provider's catalog, and in slice mode first the
+// provider's slice with its VoD app (both persist: a restarted gateway has them already).
 func (w *workload) NodeStarted(g *emulator.Gateway) {
 	w.mu.Lock()
 	entries := w.entries
 	w.mu.Unlock()
-	if n := g.Node(); n != nil && n.VOD() != nil {
-		for _, e := range entries {
-			_ = n.VOD().AddTitle(e)
+	n := g.Node()
+	if n == nil {
+		return
+	}
+	if w.p.Slice != "" {
+		if err := w.setupSlice(g, n); err != nil {
+			w.mu.Lock()
+			w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s: slice: %v", g.Name, err))
+			w.mu.Unlock()
+			return
 		}
 	}
+	if app := w.app(n); app != nil {
+		for _, e := range entries {
+			_ = app.AddTitle(e)
+		}
+	}
+}
+
+// sliceSetup is what ConfigureNode learnt for a gateway's slice.
+type sliceSetup struct {
+	strategy  string
+	uploadBps int64
+}
+
+// setupSlice does what the operator and the provider do: the operator creates the slice,
+// the provider installs its signed VoD unit (skipped when the gateway has them already).
+func (w *workload) setupSlice(g *emulator.Gateway, n *node.Node) error {
+	if n.SliceVOD(w.p.Slice) != nil {
+		return nil
+	}
+	w.mu.Lock()
+	su := w.sliceSetup[g]
+	w.mu.Unlock()
+	ctx := context.Background()
+	provider, _ := peer.IDFromPrivateKey(w.key)
+	m := n.Slices()
+	operator := slice.Principal{Role: slice.RoleOperator}
+	if _, err := m.Do(ctx, operator, slice.Request{Op: slice.OpSliceGet, Slice: w.p.Slice}); errors.Is(err, slice.ErrNotFound) {
+		_, err = m.Do(ctx, operator, slice.Request{Op: slice.OpSliceCreate, Slice: w.p.Slice, Provider: provider.String(),
+			Quotas: &slice.Quotas{StorageBytes: w.p.CacheBytes * 10 / 9, UploadBps: su.uploadBps}})
+		if err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	cfg, _ := json.Marshal(map[string]string{"strategy": su.strategy})
+	u, err := slice.Pack(w.key, slice.Manifest{Name: "vod", Kind: node.KindVOD, Config: cfg}, nil)
+	if err != nil {
+		return err
+	}
+	raw, err := u.Encode()
+	if err != nil {
+		return err
+	}
+	_, err = m.Do(ctx, slice.Principal{Role: slice.RoleProvider, Peer: provider}, slice.Request{Op: slice.OpAppInstall, Slice: w.p.Slice, Unit: raw, Start: true})
+	return err
+}
+
+// app is the VoD app the workload drives on a gateway: the node-level one, or the one in the
+// provider's slice.
+func (w *workload) app(n *node.Node) *vod.App {
+	if n == nil {
+		return nil
+	}
+	if w.p.Slice != "" {
+		return n.SliceVOD(w.p.Slice)
+	}
+	return n.VOD()
 }
 
 // Prepare publishes the catalog before the fleet starts: generating and hashing the titles is
@@ -240,8 +332,8 @@ func (w *workload) Start(ctx context.Context, env *emulator.Env) error {
 	}
 	strategy := vod.StrategyNanodc
 	for _, g := range env.Fleet.Gateways {
-		if n := g.Node(); n != nil && n.VOD() != nil {
-			strategy = n.VOD().Strategy()
+		if app := w.app(g.Node()); app != nil {
+			strategy = app.Strategy()
 			break
 		}
 	}
@@ -263,6 +355,7 @@ func (w *workload) publish(env *emulator.Env) error {
 	if err != nil {
 		return err
 	}
+	w.key = key
 	size := int64(w.p.TitleDuration.Seconds() * float64(w.p.BitrateBps) / 8)
 	for i := range w.p.Titles {
 		path := filepath.Join(w.dir, fmt.Sprintf("title-%02d.mp4", i))
@@ -309,8 +402,8 @@ func (w *workload) push(ctx context.Context) {
 		for _, r := range vod.ChooseReplicas(rot, w.p.Push.Replicas, nil) {
 			g := byID[r.ID.String()]
 			wg.Go(func() {
-				if n := g.Node(); n != nil && n.VOD() != nil {
-					if err := n.VOD().Push(pctx, e); err != nil && ctx.Err() == nil {
+				if app := w.app(g.Node()); app != nil {
+					if err := app.Push(pctx, e); err != nil && ctx.Err() == nil {
 						w.mu.Lock()
 						w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s: %v", g.Name, err))
 						w.mu.Unlock()
@@ -418,10 +511,7 @@ func (w *workload) counters() (originB, peerB, crossB int64) {
 			c = &gwCounters{}
 			w.stats[g] = c
 		}
-		var app *vod.App
-		if n := g.Node(); n != nil {
-			app = n.VOD()
-		}
+		app := w.app(g.Node())
 		if app != c.app {
 			c.origin += c.lastOrigin
 			c.peer += c.lastPeer

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +122,50 @@ func TestFlashCrowdVariants(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("output %s: %v", f, err)
 		}
+	}
+}
+
+// TestFlashCrowdInProviderSlice runs the same crowd with the VoD app where production puts
+// it: in the video provider's slice on every gateway (the operator creates the slice, the
+// provider installs its signed unit, the slice's quotas carry the upload share and cache).
+func TestFlashCrowdInProviderSlice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 10-gateway emulation (~1 min)")
+	}
+	sc, err := emulator.ParseScenario([]byte(strings.Replace(miniScenario, "    push: {titles: 1, replicas: 2}\n",
+		"    push: {titles: 1, replicas: 2}\n    slice: video\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Variants = sc.Variants[1:] // nanodc only
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := emulator.Run(ctx, sc, emulator.Options{OutDir: out, Workloads: map[string]emulator.WorkloadFactory{"vod": New}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Workloads map[string]map[string]Summary `json:"workloads"`
+	}
+	if err := json.Unmarshal(raw, &file); err != nil {
+		t.Fatalf("summary.json: %v", err)
+	}
+	nano, ok := file.Workloads["vod"]["nanodc"]
+	if !ok || nano.Strategy != "nanodc" {
+		t.Fatalf("no nanodc section from the slices' apps: %s", raw)
+	}
+	if len(nano.PushErrors) > 0 {
+		t.Fatalf("slice set-up or push failed: %v", nano.PushErrors)
+	}
+	if nano.Sessions != 6 || nano.FailedSessions != 0 {
+		t.Fatalf("%d sessions, %d failed (%v); want 6, none failed", nano.Sessions, nano.FailedSessions, nano.FailReasons)
+	}
+	if nano.PushOriginBytes == 0 || nano.OffloadRatio < 0.5 {
+		t.Fatalf("push fetched %d bytes, offload %.2f: want the pushed title served mostly by peers' slice apps", nano.PushOriginBytes, nano.OffloadRatio)
 	}
 }
 
