@@ -53,25 +53,7 @@ func TestFlashCrowdVariants(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	sum, err := emulator.Run(ctx, sc, emulator.Options{
-		OutDir: out, Workloads: map[string]emulator.WorkloadFactory{"vod": New},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct {
-		Workloads map[string]map[string]Summary `json:"workloads"`
-	}
-	if err := json.Unmarshal(raw, &file); err != nil {
-		t.Fatalf("summary.json: %v", err)
-	}
-	byVariant := file.Workloads["vod"]
+	sum, byVariant := runScenario(t, sc, out)
 	cdn, nano := byVariant["cdn-only"], byVariant["nanodc"]
 	if cdn.Strategy != "cdn-only" || nano.Strategy != "nanodc" {
 		t.Fatalf("variants %v: want cdn-only and nanodc sections", keys(byVariant))
@@ -138,10 +120,30 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc.Variants = sc.Variants[1:] // nanodc only
-	out := t.TempDir()
+	_, byVariant := runScenario(t, sc, t.TempDir())
+	nano, ok := byVariant["nanodc"]
+	if !ok || nano.Strategy != "nanodc" {
+		t.Fatalf("no nanodc section from the slices' apps: %+v", byVariant)
+	}
+	if len(nano.PushErrors) > 0 {
+		t.Fatalf("slice set-up or push failed: %v", nano.PushErrors)
+	}
+	if nano.Sessions != 6 || nano.FailedSessions != 0 {
+		t.Fatalf("%d sessions, %d failed (%v); want 6, none failed", nano.Sessions, nano.FailedSessions, nano.FailReasons)
+	}
+	if nano.PushOriginBytes == 0 || nano.OffloadRatio < 0.5 {
+		t.Fatalf("push fetched %d bytes, offload %.2f: want the pushed title served mostly by peers' slice apps", nano.PushOriginBytes, nano.OffloadRatio)
+	}
+}
+
+// runScenario runs sc with the vod workload into out and returns the combined summary and
+// summary.json's vod sections by variant.
+func runScenario(t *testing.T, sc *emulator.Scenario, out string) (*emulator.Summary, map[string]Summary) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := emulator.Run(ctx, sc, emulator.Options{OutDir: out, Workloads: map[string]emulator.WorkloadFactory{"vod": New}}); err != nil {
+	sum, err := emulator.Run(ctx, sc, emulator.Options{OutDir: out, Workloads: map[string]emulator.WorkloadFactory{"vod": New}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
@@ -154,19 +156,7 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 	if err := json.Unmarshal(raw, &file); err != nil {
 		t.Fatalf("summary.json: %v", err)
 	}
-	nano, ok := file.Workloads["vod"]["nanodc"]
-	if !ok || nano.Strategy != "nanodc" {
-		t.Fatalf("no nanodc section from the slices' apps: %s", raw)
-	}
-	if len(nano.PushErrors) > 0 {
-		t.Fatalf("slice set-up or push failed: %v", nano.PushErrors)
-	}
-	if nano.Sessions != 6 || nano.FailedSessions != 0 {
-		t.Fatalf("%d sessions, %d failed (%v); want 6, none failed", nano.Sessions, nano.FailedSessions, nano.FailReasons)
-	}
-	if nano.PushOriginBytes == 0 || nano.OffloadRatio < 0.5 {
-		t.Fatalf("push fetched %d bytes, offload %.2f: want the pushed title served mostly by peers' slice apps", nano.PushOriginBytes, nano.OffloadRatio)
-	}
+	return sum, file.Workloads["vod"]
 }
 
 func keys[V any](m map[string]V) []string {
