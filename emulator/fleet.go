@@ -166,6 +166,12 @@ func (f *Fleet) nodeConfig(g *Gateway) node.Config {
 	cfg.ConnMgr.Low, cfg.ConnMgr.High = f.scenario.Node.ConnLow, f.scenario.Node.ConnHigh
 	cfg.ConnMgr.Grace = f.scenario.Node.ConnGrace
 	cfg.PingInterval = f.scenario.Node.PingInterval
+	if d := f.scenario.Node.DHTRefresh; d > 0 {
+		cfg.DHT.RefreshInterval = d
+	}
+	if d := f.scenario.Node.GossipHeartbeat; d > 0 {
+		cfg.GossipSub.Heartbeat = d
+	}
 	cfg.Log.Level = "warn"
 	return cfg
 }

@@ -276,13 +276,19 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	// End state: connectivity and a DHT round trip.
 	ps := r.peerStats()
 	sum.Peers = PeersSummary{Min: ps.min, Median: ps.median, Max: ps.max, Avg: ps.avg, GatewaysBelow8: ps.below8, RoutingTableMedian: ps.rtMedian}
-	sum.DHT = r.dhtCheck(ctx)
-	sum.Handshakes.Total = r.handshakes()
+	// The steady state, measured like the state after start-up (the phase is over, so the GC
+	// pause no longer matters) and before the DHT check's lookups open connections of their own.
+	debug.FreeOSMemory()
 	sum.Memory.RSSEndMB = rssMB()
-	sum.Memory.PeakRSSMB = max(sum.Memory.PeakRSSMB, procStatusMB("VmHWM:"))
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	sum.Memory.GoHeapMB = float64(ms.HeapInuse) / (1 << 20)
+	sum.Memory.EndPerGatewayMB = (sum.Memory.RSSEndMB - rss0) / nodes
+	sum.Memory.EndLiveHeapPerGatewayMB = float64(ms.HeapAlloc) / (1 << 20) / nodes
+	sum.Memory.EndGoroutinesPerGateway = float64(runtime.NumGoroutine()) / nodes
+	sum.DHT = r.dhtCheck(ctx)
+	sum.Handshakes.Total = r.handshakes()
+	sum.Memory.PeakRSSMB = max(sum.Memory.PeakRSSMB, procStatusMB("VmHWM:"))
 	sum.Goroutines = runtime.NumGoroutine()
 	r.mu.Lock()
 	sum.Faults = append([]appliedEvent(nil), r.applied...)

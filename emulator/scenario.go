@@ -130,6 +130,10 @@ type NodeSettings struct {
 	// ConnGrace protects new connections from trimming for this long.
 	ConnGrace    time.Duration `yaml:"conn_grace"`
 	PingInterval time.Duration `yaml:"ping_interval"`
+	// DHTRefresh and GossipHeartbeat override the node defaults (dht.refresh_interval,
+	// gossipsub.heartbeat) when set.
+	DHTRefresh      time.Duration `yaml:"dht_refresh"`
+	GossipHeartbeat time.Duration `yaml:"gossip_heartbeat"`
 }
 
 // WorkloadSpec names a workload type; the rest of the mapping is that workload's own

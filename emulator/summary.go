@@ -37,12 +37,16 @@ type Summary struct {
 	} `json:"handshakes"`
 	Memory struct {
 		PeakRSSMB            float64 `json:"peak_rss_mb"`           // the process's high-water mark
-		RSSAfterStartMB      float64 `json:"rss_settled_mb"`        // after settle, GC and returning free pages
+		RSSAfterStartMB      float64 `json:"rss_settled_mb"`        // right after start-up (DHT joins' connections still open), GC and free pages returned
 		RSSEndMB             float64 `json:"rss_end_mb"`            // after the measured phase
 		GoHeapMB             float64 `json:"go_heap_in_use_mb"`     // at the end
 		PerGatewayMB         float64 `json:"rss_per_node_mb"`       // settled RSS over the empty process, per node
 		LiveHeapPerGatewayMB float64 `json:"live_heap_per_node_mb"` // live Go heap after settle, per node
 		GoroutinesPerGateway float64 `json:"goroutines_per_node"`
+		// The steady state: after the measured phase, a GC and returning free pages.
+		EndPerGatewayMB         float64 `json:"rss_end_per_node_mb"`
+		EndLiveHeapPerGatewayMB float64 `json:"live_heap_end_per_node_mb"`
+		EndGoroutinesPerGateway float64 `json:"goroutines_end_per_node"`
 	} `json:"memory"`
 	CPU struct {
 		CoresUsed        float64 `json:"cores_used"`         // average over the measured phase
@@ -219,7 +223,8 @@ func SummaryTable(s *Summary) report.Table {
 		{"DHT check", fmt.Sprintf("found from %d of %d gateways (provide %.2f s, lookup p50 %v s)", s.DHT.Found, s.DHT.Lookups, s.DHT.ProvideSeconds, fmtAny(s.DHT.LookupSecondsP50))},
 		{"handshakes", fmt.Sprintf("%.0f completed and %.0f failed dials at start-up; %.0f / %.0f over the run (faults included)", s.Handshakes.Startup.Completed, s.Handshakes.Startup.Failed, s.Handshakes.Total.Completed, s.Handshakes.Total.Failed)},
 		{"lateness p50/p99/max", fmt.Sprintf("scheduler %.2f/%.2f/%.2f ms, delivery %.2f/%.2f/%.2f ms", s.Lateness.Scheduler.P50, s.Lateness.Scheduler.P99, s.Lateness.Scheduler.Max, s.Lateness.Reader.P50, s.Lateness.Reader.P99, s.Lateness.Reader.Max)},
-		{"memory", fmt.Sprintf("peak RSS %.0f MB; settled %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
+		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
+		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run, %.2f during start-up", s.CPU.CoresUsed, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}

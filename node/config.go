@@ -20,18 +20,19 @@ import (
 // Config is the node's YAML configuration. Every field is documented in docs/config.md;
 // keep the two in step.
 type Config struct {
-	Listen       []string       `yaml:"listen"`
-	Announce     []string       `yaml:"announce"`
-	Bootstrap    []string       `yaml:"bootstrap"`
-	Labels       overlay.Labels `yaml:"labels"`
-	MDNS         bool           `yaml:"mdns"`
-	NAT          NATConfig      `yaml:"nat"`
-	ConnMgr      ConnMgrConfig  `yaml:"connmgr"`
-	DHT          DHTConfig      `yaml:"dht"`
-	PingInterval time.Duration  `yaml:"ping_interval"`
-	API          APIConfig      `yaml:"api"`
-	Log          LogConfig      `yaml:"log"`
-	VOD          VODConfig      `yaml:"vod"`
+	Listen       []string        `yaml:"listen"`
+	Announce     []string        `yaml:"announce"`
+	Bootstrap    []string        `yaml:"bootstrap"`
+	Labels       overlay.Labels  `yaml:"labels"`
+	MDNS         bool            `yaml:"mdns"`
+	NAT          NATConfig       `yaml:"nat"`
+	ConnMgr      ConnMgrConfig   `yaml:"connmgr"`
+	DHT          DHTConfig       `yaml:"dht"`
+	GossipSub    GossipSubConfig `yaml:"gossipsub"`
+	PingInterval time.Duration   `yaml:"ping_interval"`
+	API          APIConfig       `yaml:"api"`
+	Log          LogConfig       `yaml:"log"`
+	VOD          VODConfig       `yaml:"vod"`
 	// Operator is the operator's peer ID: over the overlay, that peer manages every slice.
 	Operator string       `yaml:"operator"`
 	Slices   SlicesConfig `yaml:"slices"`
@@ -100,6 +101,15 @@ type DHTConfig struct {
 	// KeepBucketConnections lets the DHT pin connections to its widest buckets' peers
 	// (go-libp2p-kad-dht's default); off, the connmgr watermarks hold.
 	KeepBucketConnections bool `yaml:"keep_bucket_connections"`
+	// RefreshInterval is how often the routing table is refreshed (each refresh dials dozens
+	// of peers, as joining does).
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+}
+
+// GossipSubConfig tunes the fleet's publish/subscribe layer.
+type GossipSubConfig struct {
+	// Heartbeat is the mesh upkeep and lazy-gossip period.
+	Heartbeat time.Duration `yaml:"heartbeat"`
 }
 
 // APIConfig places the local management API.
@@ -123,7 +133,8 @@ func DefaultConfig() Config {
 		MDNS:         true,
 		NAT:          NATConfig{PortMap: true, HolePunching: true, RelayClient: true, AutoNAT: true},
 		ConnMgr:      ConnMgrConfig{Low: 32, High: 96, Grace: 30 * time.Second},
-		DHT:          DHTConfig{Mode: overlay.DHTServer},
+		DHT:          DHTConfig{Mode: overlay.DHTServer, RefreshInterval: 10 * time.Minute},
+		GossipSub:    GossipSubConfig{Heartbeat: time.Second},
 		PingInterval: 30 * time.Second,
 		API:          APIConfig{Listen: "127.0.0.1:7780"},
 		Log:          LogConfig{Level: "info", Format: "text"},
@@ -200,6 +211,12 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.PingInterval < time.Second {
 		return fmt.Errorf("ping_interval: must be at least 1s, got %s", cfg.PingInterval)
+	}
+	if cfg.DHT.RefreshInterval < time.Minute || cfg.DHT.RefreshInterval > 24*time.Hour {
+		return fmt.Errorf("dht.refresh_interval: must be in [1m, 24h], got %s", cfg.DHT.RefreshInterval)
+	}
+	if cfg.GossipSub.Heartbeat < 100*time.Millisecond || cfg.GossipSub.Heartbeat > time.Minute {
+		return fmt.Errorf("gossipsub.heartbeat: must be in [100ms, 1m], got %s", cfg.GossipSub.Heartbeat)
 	}
 	if cfg.API.Listen != APIOff {
 		host, port, err := net.SplitHostPort(cfg.API.Listen)

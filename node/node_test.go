@@ -145,6 +145,8 @@ func TestBadConfigNamesField(t *testing.T) {
 		{"bootstrap without peer id", "bootstrap: [\"/ip4/127.0.0.1/udp/1/quic-v1\"]\n", "bootstrap[0]"},
 		{"watermarks", "connmgr: {low: 50, high: 10}\n", "connmgr.high"},
 		{"dht mode", "dht: {mode: boss}\n", "dht.mode"},
+		{"dht refresh", "dht: {refresh_interval: 5s}\n", "dht.refresh_interval"},
+		{"gossip heartbeat", "gossipsub: {heartbeat: 2h}\n", "gossipsub.heartbeat"},
 		{"api not loopback", "api: {listen: \"0.0.0.0:7780\"}\n", "api.listen"},
 		{"log level", "log: {level: loud}\n", "log.level"},
 		{"label too long", "labels: {isp: " + strings.Repeat("x", 80) + "}\n", "labels.isp"},

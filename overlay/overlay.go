@@ -68,9 +68,16 @@ type Config struct {
 	// boundedConnMgr).
 	KeepDHTConnections bool
 	DHTMode            string
-	PingInterval       time.Duration // how often connected peers' RTT is refreshed
-	ProbeTimeout       time.Duration // how long FindProviders waits to measure unknown RTTs
-	PacketNetwork      PacketNetwork // nil: operating-system sockets, QUIC and TCP
+	// DHTRefresh is how often the DHT refreshes its routing table (0: go-libp2p-kad-dht's
+	// 10 minutes). Each refresh dials dozens of peers, the same work as joining; a fleet of
+	// gateways whose membership is stable can refresh far less often.
+	DHTRefresh time.Duration
+	// GossipHeartbeat is GossipSub's heartbeat period (0: the library's 1 s): mesh upkeep and
+	// lazy gossip to peers, the largest share of an idle gateway's CPU.
+	GossipHeartbeat time.Duration
+	PingInterval    time.Duration // how often connected peers' RTT is refreshed
+	ProbeTimeout    time.Duration // how long FindProviders waits to measure unknown RTTs
+	PacketNetwork   PacketNetwork // nil: operating-system sockets, QUIC and TCP
 	// Gater, when set, may refuse connections (an operator's blocklist; tests that need a
 	// node nobody else can dial).
 	Gater connmgrIface.ConnectionGater
@@ -229,15 +236,21 @@ func New(cfg Config) (_ *Overlay, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: libp2p host: %w", err)
 	}
-	o.dht, err = dht.New(o.ctx, o.host,
-		dht.ProtocolPrefix(ProtocolPrefix),
-		dht.Mode(mode),
-		dht.BootstrapPeers(cfg.Bootstrap...),
-	)
+	dhtOpts := []dht.Option{dht.ProtocolPrefix(ProtocolPrefix), dht.Mode(mode), dht.BootstrapPeers(cfg.Bootstrap...)}
+	if cfg.DHTRefresh > 0 {
+		dhtOpts = append(dhtOpts, dht.RoutingTableRefreshPeriod(cfg.DHTRefresh))
+	}
+	o.dht, err = dht.New(o.ctx, o.host, dhtOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: DHT: %w", err)
 	}
-	o.ps, err = pubsub.NewGossipSub(o.ctx, o.host)
+	var psOpts []pubsub.Option
+	if cfg.GossipHeartbeat > 0 {
+		params := pubsub.DefaultGossipSubParams()
+		params.HeartbeatInterval = cfg.GossipHeartbeat
+		psOpts = append(psOpts, pubsub.WithGossipSubParams(params))
+	}
+	o.ps, err = pubsub.NewGossipSub(o.ctx, o.host, psOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
 	}
