@@ -328,7 +328,19 @@ func TestOriginFillsWhenNoPeers(t *testing.T) {
 func TestHostilePeerIsBanned(t *testing.T) {
 	f := newFixture(t, 2<<20, 4e6)
 	bad := f.addGateway(vod.Options{})
-	victim := f.addGateway(vod.Options{})
+	// The victim's origin answers only once it has banned somebody (or after 30 s): otherwise
+	// it could fill every piece from the origin before the hostile peer sent one, and the
+	// test would prove nothing (it flaked that way on a loaded machine).
+	opened := make(chan struct{})
+	victim := f.addGateway(vod.Options{OriginClient: &http.Client{Transport: gatedTransport{opened, http.DefaultTransport}}})
+	go func() {
+		defer close(opened)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if len(victim.app.BannedPeers()) > 0 {
+				return
+			}
+		}
+	}()
 	f.waitRoutable()
 	f.push(bad)
 	// Corrupt the hostile gateway's copy behind its back: its piece completion still says
@@ -555,4 +567,19 @@ func TestStandardClientFetchesFromGateway(t *testing.T) {
 	if err != nil || !bytes.Equal(got, f.file) {
 		t.Fatalf("standard client's copy differs (%d bytes, %v)", len(got), err)
 	}
+}
+
+// gatedTransport holds every request until open is closed.
+type gatedTransport struct {
+	open <-chan struct{}
+	rt   http.RoundTripper
+}
+
+func (g gatedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	select {
+	case <-g.open:
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	return g.rt.RoundTrip(r)
 }
