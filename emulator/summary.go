@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,9 @@ type HandshakeFigures struct {
 	Failed    float64            `json:"failed_dials"`
 	Canceled  float64            `json:"canceled_dials"`
 	ByKind    map[string]float64 `json:"dial_errors_by_kind"`
+	// Blocked counts what the nodes' resource managers refused, by "scope/resource/direction"
+	// (the whole fleet; a refused connection or stream fails the other side's dial or open).
+	Blocked map[string]float64 `json:"rcmgr_blocked,omitempty"`
 }
 
 // LatenessSummary is how late the emulated network acted during the measured phase.
@@ -221,7 +225,7 @@ func SummaryTable(s *Summary) report.Table {
 		{"start-up", fmt.Sprintf("%.1f s, then %.1f s to settle", s.StartupSeconds, s.SettleSeconds)},
 		{"peers per gateway", fmt.Sprintf("min %d, median %d, max %d; %d gateways below 8", s.Peers.Min, s.Peers.Median, s.Peers.Max, s.Peers.GatewaysBelow8)},
 		{"DHT check", fmt.Sprintf("found from %d of %d gateways (provide %.2f s, lookup p50 %v s)", s.DHT.Found, s.DHT.Lookups, s.DHT.ProvideSeconds, fmtAny(s.DHT.LookupSecondsP50))},
-		{"handshakes", fmt.Sprintf("%.0f completed and %.0f failed dials at start-up; %.0f / %.0f over the run (faults included)", s.Handshakes.Startup.Completed, s.Handshakes.Startup.Failed, s.Handshakes.Total.Completed, s.Handshakes.Total.Failed)},
+		{"handshakes", fmt.Sprintf("%.0f completed and %.0f failed dials at start-up; %.0f / %.0f over the run (faults included)%s", s.Handshakes.Startup.Completed, s.Handshakes.Startup.Failed, s.Handshakes.Total.Completed, s.Handshakes.Total.Failed, kinds(s.Handshakes.Total))},
 		{"lateness p50/p99/max", fmt.Sprintf("scheduler %.2f/%.2f/%.2f ms, delivery %.2f/%.2f/%.2f ms", s.Lateness.Scheduler.P50, s.Lateness.Scheduler.P99, s.Lateness.Scheduler.Max, s.Lateness.Reader.P50, s.Lateness.Reader.P99, s.Lateness.Reader.Max)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
@@ -268,4 +272,21 @@ func PrintSummary(w io.Writer, s *Summary) {
 		fmt.Fprintf(tw, "workload %s\t%s\n", name, b)
 	}
 	tw.Flush()
+}
+
+// kinds lists a run's dial errors by kind and what resource managers refused, if anything.
+func kinds(h HandshakeFigures) string {
+	var parts []string
+	for _, m := range []map[string]float64{h.ByKind, h.Blocked} {
+		keys := slices.Sorted(maps.Keys(m))
+		for _, k := range keys {
+			if m[k] > 0 && k != "application canceled" { // cancelled dials did not fail
+				parts = append(parts, fmt.Sprintf("%s %.0f", k, m[k]))
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, ", ")
 }
