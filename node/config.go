@@ -265,6 +265,9 @@ func (v *VODConfig) validate() error {
 	if v.MaxPeers < 0 {
 		return fmt.Errorf("vod.max_peers: must not be negative, got %d", v.MaxPeers)
 	}
+	if v.UploadLimitBps < 0 {
+		return fmt.Errorf("vod.upload_limit_bps: must not be negative, got %d", v.UploadLimitBps)
+	}
 	if _, err := v.providerIDs(); err != nil {
 		return err
 	}

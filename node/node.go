@@ -181,8 +181,8 @@ func (n *Node) startVOD(reg prometheus.Registerer) error {
 		Strategy:   strategy,
 		MaxPeers:   v.MaxPeers,
 		// Upload to peers stays below the line's uplink (see VODConfig.UploadLimitBps).
-		UploadLimitBps: v.UploadLimitBps,
-		Logger:         n.log.With("component", "vod"),
+		UploadLimiter: vod.NewUploadLimiter(v.UploadLimitBps),
+		Logger:        n.log.With("component", "vod"),
 		// Standard BitTorrent clients may fetch from the gateway when configured.
 		BitTorrentListen: v.BitTorrentListen,
 		Registerer:       reg,

@@ -73,7 +73,7 @@ type Config struct {
 	// gateways whose membership is stable can refresh far less often.
 	DHTRefresh time.Duration
 	// GossipHeartbeat is GossipSub's heartbeat period (0: the library's 1 s): mesh upkeep and
-	// lazy gossip to peers, the largest share of an idle gateway's CPU.
+	// lazy gossip to peers (measured: not a large share of an idle gateway's CPU).
 	GossipHeartbeat time.Duration
 	PingInterval    time.Duration // how often connected peers' RTT is refreshed
 	ProbeTimeout    time.Duration // how long FindProviders waits to measure unknown RTTs
@@ -575,11 +575,10 @@ func (o *Overlay) SetSliceLimit(id string, lim rcmgr.BaseLimit) {
 
 // RemoveSliceLimit forgets a removed slice's limits (its scope falls back to SliceLimits).
 func (o *Overlay) RemoveSliceLimit(id string) {
-	svc := SliceServicePrefix + id
 	o.sliceLimits.mu.Lock()
-	delete(o.sliceLimits.limits, svc)
+	delete(o.sliceLimits.limits, SliceServicePrefix+id)
 	o.sliceLimits.mu.Unlock()
-	o.setServiceLimit(svc, SliceLimits)
+	o.setServiceLimit(SliceServicePrefix+id, SliceLimits)
 }
 
 func (o *Overlay) setServiceLimit(svc string, lim rcmgr.Limit) {

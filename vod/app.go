@@ -46,6 +46,16 @@ const (
 	StrategyCDNOnly Strategy = "cdn-only"
 )
 
+// NewUploadLimiter caps a gateway's seeding at bps bits per second of payload (nil for
+// bps <= 0: no cap), with a burst of one 16 KiB chunk: larger bursts are queueing delay on a
+// slow uplink.
+func NewUploadLimiter(bps int64) *rate.Limiter {
+	if bps <= 0 {
+		return nil
+	}
+	return ratelimit.New(bps, 16<<10)
+}
+
 // ParseStrategy checks a strategy name.
 func ParseStrategy(s string) (Strategy, error) {
 	switch st := Strategy(s); st {
@@ -86,15 +96,13 @@ type Options struct {
 	// Namespace puts the app's overlay protocols, gossip topic and gateway record under a
 	// provider's slice (the slice id); "" is the gateway's own VoD app.
 	Namespace string
-	// UploadLimitBps caps what the gateway uploads to peers, in bits per second of payload
-	// (0: no cap). On a DSL line it belongs a little below the uplink rate: a saturated
-	// uplink queues the gateway's own requests and acknowledgements behind hundreds of
-	// milliseconds of seeding, and its viewers stall.
-	UploadLimitBps int64
-	// UploadLimiter and DownloadLimiter, when set, are token buckets the app shares with
-	// others (a slice's bandwidth share: every app of the slice draws from it, and a quota
-	// change applies at once). UploadLimiter takes precedence over UploadLimitBps; its burst
-	// must be at least one 16 KiB chunk. DownloadLimiter paces peer and origin bytes alike.
+	// UploadLimiter caps what the gateway uploads to peers (nil: no cap; NewUploadLimiter
+	// makes one). On a DSL line it belongs a little below the uplink rate: a saturated uplink
+	// queues the gateway's own requests and acknowledgements behind hundreds of milliseconds
+	// of seeding, and its viewers stall. It and DownloadLimiter may be shared with other apps
+	// (a slice's bandwidth share: every app of the slice draws from it, and a quota change
+	// applies at once); the upload burst must be at least one 16 KiB chunk. DownloadLimiter
+	// paces peer and origin bytes alike.
 	UploadLimiter   *rate.Limiter
 	DownloadLimiter *rate.Limiter
 	// StreamScope, when set, is applied to every overlay stream the app opens or accepts
@@ -122,10 +130,6 @@ func (o *Options) setDefaults() error {
 	}
 	if o.OriginClient == nil {
 		o.OriginClient = &http.Client{}
-	}
-	if o.UploadLimiter == nil && o.UploadLimitBps > 0 {
-		// A burst of one 16 KiB chunk: larger bursts are queueing delay on a slow uplink.
-		o.UploadLimiter = ratelimit.New(o.UploadLimitBps, 16<<10)
 	}
 	if o.DownloadLimiter != nil {
 		c := *o.OriginClient
@@ -156,9 +160,6 @@ func (o *Options) setDefaults() error {
 	o.AnnounceJitter = max(o.AnnounceJitter, 0)
 	if o.Namespace != "" && !namespaceRE.MatchString(o.Namespace) {
 		return fmt.Errorf("vod: namespace %q: want a slice id (a-z, 0-9, '-', at most 32)", o.Namespace)
-	}
-	if o.UploadLimitBps < 0 {
-		return errors.New("vod: UploadLimitBps must not be negative")
 	}
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = 10 << 30

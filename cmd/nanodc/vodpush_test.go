@@ -27,24 +27,8 @@ func TestVodPushAndStream(t *testing.T) {
 	}
 	testmedia.Require(t, "ffmpeg", "ffprobe")
 	bin := buildBinary(t)
-	root := t.TempDir()
-	media, cat, key := filepath.Join(root, "media"), filepath.Join(root, "catalog"), filepath.Join(root, "provider.key")
-	if err := os.Mkdir(media, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	clip, err := testmedia.Generate(media, testmedia.Options{Duration: 8 * time.Second, BitrateBps: 500_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := os.ReadFile(clip)
-	if _, err := run(t, bin, nil, "vod", "keygen", "--out", key); err != nil {
-		t.Fatal(err)
-	}
-	addr, origin, _ := startOrigin(t, bin, media)
-	if _, err := run(t, bin, nil, "vod", "publish", clip, "--key", key, "--origin", "http://"+addr+"/", "--catalog", cat); err != nil {
-		t.Fatal(err)
-	}
-	title := filepath.Base(clip)
+	pub := publishClip(t, bin)
+	root, cat, key, want, origin, title := pub.root, pub.catalog, pub.key, pub.data, pub.origin, pub.title
 
 	cfg := filepath.Join(root, "node.yaml")
 	if err := os.WriteFile(cfg, []byte(loopbackYAML+"vod: {enabled: true, listen: \"127.0.0.1:0\"}\n"), 0o600); err != nil {
@@ -159,4 +143,50 @@ func startOrigin(t *testing.T, bin, dir string) (addr string, origin *exec.Cmd, 
 			t.Fatalf("origin did not report its address:\n%s", log)
 		}
 	}
+}
+
+// published is a provider's title as the CLI makes it: a real clip, a provider key, the
+// origin serving the clip (killed when the test ends) and the catalog entry.
+type published struct {
+	root, catalog, key, provider string // provider: the key's peer ID
+	title                        string
+	data                         []byte
+	origin                       *exec.Cmd
+}
+
+// publishClip generates an 8 s clip at 500 kbit/s and publishes it with `vod keygen`, `vod
+// origin` and `vod publish`.
+func publishClip(t *testing.T, bin string) *published {
+	t.Helper()
+	root := t.TempDir()
+	p := &published{root: root, catalog: filepath.Join(root, "catalog"), key: filepath.Join(root, "provider.key")}
+	media := filepath.Join(root, "media")
+	if err := os.Mkdir(media, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clip, err := testmedia.Generate(media, testmedia.Options{Duration: 8 * time.Second, BitrateBps: 500_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.data, err = os.ReadFile(clip); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, bin, nil, "vod", "keygen", "--out", p.key, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		PeerID string `json:"peer_id"`
+	}
+	if err := json.Unmarshal(out, &k); err != nil || k.PeerID == "" {
+		t.Fatalf("vod keygen: %v %s", err, out)
+	}
+	p.provider = k.PeerID
+	var addr string
+	addr, p.origin, _ = startOrigin(t, bin, media)
+	if _, err := run(t, bin, nil, "vod", "publish", clip, "--key", p.key, "--origin", "http://"+addr+"/", "--catalog", p.catalog); err != nil {
+		t.Fatal(err)
+	}
+	p.title = filepath.Base(clip)
+	return p
 }

@@ -32,36 +32,8 @@ func TestVodPushToSlice(t *testing.T) {
 	}
 	testmedia.Require(t, "ffmpeg", "ffprobe")
 	bin := buildBinary(t)
-	root := t.TempDir()
-	media, cat, key := filepath.Join(root, "media"), filepath.Join(root, "catalog"), filepath.Join(root, "provider.key")
-	if err := os.Mkdir(media, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	clip, err := testmedia.Generate(media, testmedia.Options{Duration: 8 * time.Second, BitrateBps: 500_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := os.ReadFile(clip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := run(t, bin, nil, "vod", "keygen", "--out", key, "--json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var k struct {
-		PeerID string `json:"peer_id"`
-	}
-	if err := json.Unmarshal(out, &k); err != nil || k.PeerID == "" {
-		t.Fatalf("vod keygen: %v %s", err, out)
-	}
-	provID := k.PeerID
-
-	addr, origin, _ := startOrigin(t, bin, media)
-	if _, err := run(t, bin, nil, "vod", "publish", clip, "--key", key, "--origin", "http://"+addr+"/", "--catalog", cat); err != nil {
-		t.Fatal(err)
-	}
-	title := filepath.Base(clip)
+	pub := publishClip(t, bin)
+	root, cat, key, provID, want, origin, title := pub.root, pub.catalog, pub.key, pub.provider, pub.data, pub.origin, pub.title
 
 	// The provider packs its VoD app: a unit of the built-in kind, no module.
 	unit := filepath.Join(root, "vod.unit")
@@ -245,6 +217,7 @@ func TestVodPushToSlice(t *testing.T) {
 	var reps []replica
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
 		var out []byte
+		var err error
 		reps, out, err = push(2)
 		for _, r := range reps {
 			if r.Status == "ok" {

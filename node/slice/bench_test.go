@@ -7,39 +7,50 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // benchGateway is a manager with n slices, each running the counter app (the small WAT one).
 func benchGateway(b *testing.B, n int) (*Manager, []Principal) {
 	b.Helper()
-	module := counterModule(b)
 	m, err := New(context.Background(), Options{Dir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.Close() })
+	keys := make([]crypto.PrivKey, n)
+	for i := range keys {
+		keys[i] = newKey(b)
+	}
+	return m, addCounterSlices(b, m, keys)
+}
+
+// addCounterSlices creates slices p000, p001… on m, one per key (its provider), each running
+// the counter app signed by that key, and returns the providers.
+func addCounterSlices(tb testing.TB, m *Manager, keys []crypto.PrivKey) []Principal {
+	tb.Helper()
+	module := counterModule(tb)
 	var owners []Principal
-	for i := range n {
-		key := newKey(b)
+	for i, key := range keys {
 		id, _ := peer.IDFromPrivateKey(key)
 		sid := fmt.Sprintf("p%03d", i)
 		if _, err := m.Do(context.Background(), Principal{Role: RoleOperator}, Request{Op: OpSliceCreate, Slice: sid, Provider: id.String(),
 			Services: []string{ServiceStorage, ServiceLogger, ServiceMetrics}}); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		u, err := Pack(key, Manifest{Name: "counter", Kind: KindWASM, Requires: []string{ServiceStorage}, MemoryBytes: 64 << 10}, module)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		raw, _ := u.Encode()
 		owner := Principal{Role: RoleProvider, Peer: id}
 		if _, err := m.Do(context.Background(), owner, Request{Op: OpAppInstall, Slice: sid, Unit: raw, Start: true}); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		owners = append(owners, owner)
 	}
-	return m, owners
+	return owners
 }
 
 func heapInUse() uint64 {

@@ -140,6 +140,13 @@ func (m *Manager) syncLimitsLocked(ls *liveSlice, s *Slice) {
 	}
 }
 
+// forgetLimitsLocked drops a slice's resource-manager limits when it goes away.
+func (m *Manager) forgetLimitsLocked(id string) {
+	if m.opts.Overlay != nil {
+		m.opts.Overlay.RemoveSliceLimit(id)
+	}
+}
+
 type liveApp struct {
 	inst     Instance
 	memory   int64 // reserved cap

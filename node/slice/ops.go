@@ -239,9 +239,7 @@ func (m *Manager) createSlice(req Request) (*SliceView, error) {
 	if err := m.persistLocked(); err != nil {
 		m.st.Slices = m.st.Slices[:len(m.st.Slices)-1]
 		delete(m.live, s.ID)
-		if m.opts.Overlay != nil {
-			m.opts.Overlay.RemoveSliceLimit(s.ID)
-		}
+		m.forgetLimitsLocked(s.ID)
 		return nil, err
 	}
 	m.event(Event{Kind: "slice.created", Slice: s.ID, Msg: fmt.Sprintf("slice %s for %s", s.ID, prov),
@@ -307,9 +305,7 @@ func (m *Manager) removeSlice(ctx context.Context, s *Slice) error {
 	dir := m.live[s.ID].storage.dir
 	m.st.Slices = slices.DeleteFunc(m.st.Slices, func(x *Slice) bool { return x == s })
 	delete(m.live, s.ID)
-	if m.opts.Overlay != nil {
-		m.opts.Overlay.RemoveSliceLimit(s.ID)
-	}
+	m.forgetLimitsLocked(s.ID)
 	errs = append(errs, m.persistLocked())
 	for _, a := range s.Apps {
 		m.removeUnitIfUnused(a.Unit)

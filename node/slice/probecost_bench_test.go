@@ -66,7 +66,6 @@ func TestProbeCostGatewayHelper(t *testing.T) {
 		}
 		keys = append(keys, k)
 	}
-	module := counterModule(t)
 
 	// The node's default watermarks (32/96) would start trimming the 100 providers'
 	// connections after the grace period; this measures steady-state probing, not that churn.
@@ -86,22 +85,7 @@ func TestProbeCostGatewayHelper(t *testing.T) {
 	m.ServeOverlay(ctx, ov.Host())
 
 	// The same slices as benchGateway, so the numbers compare with BenchmarkProbePolling.
-	for i, key := range keys {
-		id, _ := peer.IDFromPrivateKey(key)
-		sid := fmt.Sprintf("p%03d", i)
-		if _, err := m.Do(ctx, Principal{Role: RoleOperator}, Request{Op: OpSliceCreate, Slice: sid, Provider: id.String(),
-			Services: []string{ServiceStorage, ServiceLogger, ServiceMetrics}}); err != nil {
-			t.Fatal(err)
-		}
-		u, err := Pack(key, Manifest{Name: "counter", Kind: KindWASM, Requires: []string{ServiceStorage}, MemoryBytes: 64 << 10}, module)
-		if err != nil {
-			t.Fatal(err)
-		}
-		unit, _ := u.Encode()
-		if _, err := m.Do(ctx, Principal{Role: RoleProvider, Peer: id}, Request{Op: OpAppInstall, Slice: sid, Unit: unit, Start: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	addCounterSlices(t, m, keys)
 	var addr ma.Multiaddr
 	for _, a := range ov.Host().Addrs() {
 		if strings.HasPrefix(a.String(), "/ip4/127.0.0.1/udp/") {

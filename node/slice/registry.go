@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -68,13 +69,9 @@ func (ls *liveSlice) unregisterLocked(app string) {
 // registrySnapshotLocked is the slice's registry for its probe (service → app).
 func (ls *liveSlice) registrySnapshotLocked() map[string]string {
 	if len(ls.registry) == 0 {
-		return nil
+		return nil // omitted from the probe
 	}
-	out := make(map[string]string, len(ls.registry))
-	for k, v := range ls.registry {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(ls.registry)
 }
 
 // CallService sends one request to the app offering service name in the caller's slice: a
