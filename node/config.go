@@ -73,6 +73,9 @@ type VODConfig struct {
 	Providers []string `yaml:"providers"`
 	// MaxPeers is how many peers per title the gateway connects to, nearest first.
 	MaxPeers int `yaml:"max_peers"`
+	// Readahead is how much video ahead of a player the gateway asks peers for (nanodc
+	// strategy; default 8s, at most 1m).
+	Readahead time.Duration `yaml:"readahead"`
 	// UploadLimitBps caps the app's upload to peers, bits/s (0: none). Set it a little below
 	// the line's uplink (about 80 %): a saturated DSL uplink stalls the home's own streams.
 	UploadLimitBps int64 `yaml:"upload_limit_bps"`
@@ -267,6 +270,9 @@ func (v *VODConfig) validate() error {
 	}
 	if v.UploadLimitBps < 0 {
 		return fmt.Errorf("vod.upload_limit_bps: must not be negative, got %d", v.UploadLimitBps)
+	}
+	if v.Readahead < 0 || v.Readahead > time.Minute {
+		return fmt.Errorf("vod.readahead: must be in [0, 1m] (0: default), got %s", v.Readahead)
 	}
 	if _, err := v.providerIDs(); err != nil {
 		return err

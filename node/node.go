@@ -180,6 +180,7 @@ func (n *Node) startVOD(reg prometheus.Registerer) error {
 		Providers:  providers,
 		Strategy:   strategy,
 		MaxPeers:   v.MaxPeers,
+		Readahead:  v.Readahead,
 		// Upload to peers stays below the line's uplink (see VODConfig.UploadLimitBps).
 		UploadLimiter: vod.NewUploadLimiter(v.UploadLimitBps),
 		Logger:        n.log.With("component", "vod"),

@@ -147,6 +147,8 @@ func TestBadConfigNamesField(t *testing.T) {
 		{"dht mode", "dht: {mode: boss}\n", "dht.mode"},
 		{"dht refresh", "dht: {refresh_interval: 5s}\n", "dht.refresh_interval"},
 		{"gossip heartbeat", "gossipsub: {heartbeat: 2h}\n", "gossipsub.heartbeat"},
+		{"vod readahead", "vod: {readahead: 5m}\n", "vod.readahead"},
+		{"vod upload limit", "vod: {upload_limit_bps: -1}\n", "vod.upload_limit_bps"},
 		{"api not loopback", "api: {listen: \"0.0.0.0:7780\"}\n", "api.listen"},
 		{"log level", "log: {level: loud}\n", "log.level"},
 		{"label too long", "labels: {isp: " + strings.Repeat("x", 80) + "}\n", "labels.isp"},

@@ -86,6 +86,9 @@ type Options struct {
 	// StartupTarget is how soon after a stream starts its first bytes are due: the deadline
 	// the scheduler plans the first pieces against. Default 700 ms.
 	StartupTarget time.Duration
+	// Readahead is how much video ahead of a player the nanodc strategy asks peers for.
+	// Default 8 s.
+	Readahead time.Duration
 	// PeerRateGuess is the upload rate assumed for a peer before one was measured. Default
 	// 1 Mbit/s (a DSL uplink).
 	PeerRateGuess float64
@@ -153,6 +156,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.PeerRateGuess <= 0 {
 		o.PeerRateGuess = 1e6 / 8
+	}
+	if o.Readahead <= 0 {
+		o.Readahead = 8 * time.Second
 	}
 	if o.AnnounceJitter == 0 {
 		o.AnnounceJitter = 10 * time.Second

@@ -3,12 +3,16 @@ package vod
 import (
 	"context"
 	"fmt"
-	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
+	"github.com/RoaringBitmap/roaring"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/nanodc/nanodc/overlay"
 	"github.com/nanodc/nanodc/vod/catalog"
 )
 
@@ -19,6 +23,9 @@ type Stats struct {
 	OriginBytes  int64 `json:"origin_bytes"`
 	PeerBytes    int64 `json:"peer_bytes"`
 	CrossISPPeer int64 `json:"cross_isp_peer_bytes"`
+	// PeerWastedBytes is title data peers sent that was not needed (duplicates, or pieces
+	// completed from elsewhere meanwhile): their uplink spent for nothing.
+	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
 	// Bytes uploaded to other gateways.
 	UploadedBytes int64        `json:"uploaded_bytes"`
 	CacheBytes    int64        `json:"cache_bytes"`
@@ -40,6 +47,7 @@ type TitleStats struct {
 	ServedNetwork int64  `json:"served_fetched_bytes"`
 	OriginBytes   int64  `json:"origin_bytes"`
 	PeerBytes     int64  `json:"peer_bytes"`
+	PeerWasted    int64  `json:"peer_wasted_bytes"`
 	UploadedBytes int64  `json:"uploaded_bytes"`
 	Peers         int    `json:"peers"`
 }
@@ -75,11 +83,13 @@ func (a *App) Stats() Stats {
 			ts.CachedBytes = t.BytesCompleted()
 			s := t.Stats()
 			ts.PeerBytes = s.PeerConns.BytesReadData.Int64()
+			ts.PeerWasted = ts.PeerBytes - s.PeerConns.BytesReadUsefulData.Int64()
 			ts.UploadedBytes = s.PeerConns.BytesWrittenData.Int64()
 			ts.Peers = len(t.PeerConns())
 		}
 		st.CacheBytes += ts.CachedBytes
 		st.UploadedBytes += ts.UploadedBytes
+		st.PeerWastedBytes += ts.PeerWasted
 		st.Titles = append(st.Titles, ts)
 	}
 	slices.SortFunc(st.Titles, func(x, y TitleStats) int { return cmpString(x.Name, y.Name) })
@@ -98,8 +108,11 @@ func (a *App) sampleMetrics() {
 
 // Push pre-places a title on this gateway ahead of demand (NaDa-style): the title is added,
 // pinned (eviction never takes it) and filled completely, from peers where they have pieces
-// and from the origin for the rest. It returns when the title is complete or ctx ends.
-func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
+// and from the origin for the rest. with names the other gateways the provider pushes the
+// same title to: they trade pieces, and each takes from the origin only what none of its
+// peers can give it, so N replicas cost about one copy from the origin instead of N. It
+// returns when the title is complete or ctx ends.
+func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error {
 	if a.client == nil {
 		return fmt.Errorf("vod: push %q: the %s strategy keeps no cache", e.Name, a.opts.Strategy)
 	}
@@ -129,49 +142,63 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 	}
 	a.enforceQuota()
 	t.DownloadAll()
+	if len(with) > 0 {
+		co := make([]overlay.PeerInfo, 0, len(with))
+		for _, id := range with {
+			co = append(co, overlay.PeerInfo{ID: id})
+		}
+		a.addPeers(t, co)
+	}
 	a.discover(ti)
 	// Peers first: the origin is asked only after a short grace for the lookup to connect
-	// peers, and only for pieces no connected peer holds, one at a time (a push is not
-	// urgent, and the access link is shared with the household). An origin that fails is
-	// left alone for a while and the push goes on with peers; it fails only when neither
-	// has delivered a piece for pushStallLimit.
+	// peers, and then only while the peers leave this gateway starved (none holds a piece it
+	// lacks, or none delivered for pushStarved) or behind schedule (ctx has a deadline, the
+	// provider's "in place by", that the peers' current rate would miss), one piece at a
+	// time (a push is not urgent, and the access link is shared with the household). The
+	// piece is a random one that no connected peer holds: gateways pushed together then take
+	// different pieces from the origin and trade them, instead of all taking piece 0, then
+	// piece 1... An origin that fails is left alone for a while and the push goes on with
+	// peers; it fails only when neither has delivered a piece for pushStallLimit.
 	originAfter := time.Now().Add(pushPeerGrace)
 	var originErr error
 	done, lastProgress := t.BytesCompleted(), time.Now()
-	tick := time.NewTicker(500 * time.Millisecond)
+	var recent []pushSample
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if t.Complete().Bool() {
 			return nil
 		}
+		now := time.Now()
 		if n := t.BytesCompleted(); n > done {
-			done, lastProgress = n, time.Now()
+			done, lastProgress = n, now
 		}
+		recent = append(slices.DeleteFunc(recent, func(x pushSample) bool { return now.Sub(x.at) > pushRateWindow }), pushSample{now, done})
 		if originErr != nil && time.Since(lastProgress) > pushStallLimit {
 			return fmt.Errorf("vod: push %q: no peer delivered for %v and the origin failed: %w", e.Name, pushStallLimit, originErr)
 		}
-		fetched := false
-		for i := 0; i < t.NumPieces() && ctx.Err() == nil && !time.Now().Before(originAfter); i++ {
-			if t.Piece(i).State().Complete || ti.inflight(i) {
-				continue
+		if ctx.Err() == nil && !time.Now().Before(originAfter) {
+			unheld, anyMissing, peersCanGive := a.pushOriginPiece(ti)
+			i := -1
+			switch {
+			case !peersCanGive:
+				i = unheld
+			case time.Since(lastProgress) >= pushStarved || pushBehind(ctx, now, ti.entry.Size-done, recent):
+				i = unheld
+				if i < 0 {
+					i = anyMissing // peers hold what is missing but do not deliver it
+				}
 			}
-			if a.peerETA(ti, i, i) < time.Duration(math.MaxInt64) {
-				continue
-			}
-			if ti.startInflight(i) {
+			if i >= 0 && ti.startInflight(i) {
 				err := a.fetchPiece(ctx, ti, i, "push")
 				ti.endInflight(i)
 				if err != nil && ctx.Err() == nil {
 					a.log.Debug("push: origin failed; going on with peers", "title", e.Name, "piece", i, "err", err)
 					originErr, originAfter = err, time.Now().Add(pushOriginBackoff)
 					a.discover(ti)
-					break
 				}
-				fetched = true
+				continue
 			}
-		}
-		if fetched {
-			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -186,12 +213,71 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry) error {
 	}
 }
 
-// A push waits pushPeerGrace for peers before it asks the origin, leaves a failed origin alone
+type pushSample struct {
+	at   time.Time
+	done int64
+}
+
+// pushBehind tells whether a push with a deadline will miss it at the rate it progressed over
+// the recent samples (oldest first), keeping pushDeadlineMargin in hand.
+func pushBehind(ctx context.Context, now time.Time, missing int64, recent []pushSample) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return false
+	}
+	left := dl.Sub(now) - pushDeadlineMargin
+	if left <= 0 {
+		return true
+	}
+	if len(recent) == 0 || now.Sub(recent[0].at) < pushRateWindow/2 {
+		return false // not measured yet
+	}
+	rate := float64(recent[len(recent)-1].done-recent[0].done) / now.Sub(recent[0].at).Seconds()
+	return float64(missing) > rate*left.Seconds()
+}
+
+// pushOriginPiece picks what a push would take from the origin: a random missing piece that
+// no connected peer holds and a random missing piece at all (-1 when there is none that is
+// not already being fetched), and whether connected peers hold any piece this gateway lacks.
+func (a *App) pushOriginPiece(ti *title) (unheldPick, anyPick int, peersCanGive bool) {
+	t := ti.t
+	held := roaring.New()
+	for _, pc := range t.PeerConns() {
+		held.Or(pc.PeerPieces())
+	}
+	var unheld, missing []int
+	for i := range t.NumPieces() {
+		if t.Piece(i).State().Complete || ti.inflight(i) {
+			continue
+		}
+		missing = append(missing, i)
+		if held.ContainsInt(i) {
+			peersCanGive = true
+		} else {
+			unheld = append(unheld, i)
+		}
+	}
+	pick := func(from []int) int {
+		if len(from) == 0 {
+			return -1
+		}
+		return from[rand.IntN(len(from))]
+	}
+	return pick(unheld), pick(missing), peersCanGive
+}
+
+// A push waits pushPeerGrace for peers before it asks the origin, asks it while peers give
+// nothing for pushStarved (or too little for the push's deadline), leaves a failed origin alone
 // for pushOriginBackoff, and gives up after pushStallLimit without a piece from anybody.
 const (
-	pushPeerGrace     = 2 * time.Second
-	pushOriginBackoff = 5 * time.Second
-	pushStallLimit    = 30 * time.Second
+	pushPeerGrace = 2 * time.Second
+	pushStarved   = 2 * time.Second
+	// A push with a deadline measures its progress over pushRateWindow and plans to be done
+	// pushDeadlineMargin early.
+	pushRateWindow     = 4 * time.Second
+	pushDeadlineMargin = 3 * time.Second
+	pushOriginBackoff  = 5 * time.Second
+	pushStallLimit     = 30 * time.Second
 )
 
 // Unpin lets eviction take a pushed title again.

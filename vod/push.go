@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,7 +64,12 @@ var GatewaysCID = func() cid.Cid {
 
 type pushRequest struct {
 	Entry json.RawMessage `json:"entry"`
+	// With are the other gateways the title is pushed to (peer IDs), to trade pieces with.
+	With []string `json:"with,omitempty"`
 }
+
+// maxPushWith bounds the co-replicas named in one push request.
+const maxPushWith = 256
 
 // PushResult is a gateway's answer to a push.
 type PushResult struct {
@@ -103,26 +109,38 @@ func readFrame(r *bufio.Reader, limit int) ([]byte, error) {
 	return b, nil
 }
 
-// decodePushRequest reads a push request from an untrusted peer.
-func decodePushRequest(r io.Reader) (*catalog.Entry, error) {
+// decodePushRequest reads a push request from an untrusted peer: the entry, and the other
+// gateways the title goes to.
+func decodePushRequest(r io.Reader) (*catalog.Entry, []peer.ID, error) {
 	b, err := readFrame(bufio.NewReader(r), maxPushRequest)
 	if err != nil {
-		return nil, fmt.Errorf("push request: %w", err)
+		return nil, nil, fmt.Errorf("push request: %w", err)
 	}
 	var req pushRequest
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return nil, fmt.Errorf("push request: %w", err)
+		return nil, nil, fmt.Errorf("push request: %w", err)
 	}
 	if len(req.Entry) == 0 {
-		return nil, errors.New("push request: entry: missing")
+		return nil, nil, errors.New("push request: entry: missing")
+	}
+	if len(req.With) > maxPushWith {
+		return nil, nil, fmt.Errorf("push request: with: %d gateways, at most %d", len(req.With), maxPushWith)
+	}
+	with := make([]peer.ID, 0, len(req.With))
+	for i, s := range req.With {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("push request: with[%d]: %q is not a peer ID: %w", i, s, err)
+		}
+		with = append(with, id)
 	}
 	e, err := catalog.Decode(req.Entry)
 	if err != nil {
-		return nil, fmt.Errorf("push request: %w", err)
+		return nil, nil, fmt.Errorf("push request: %w", err)
 	}
-	return e, nil
+	return e, with, nil
 }
 
 // handlePush serves PushProtocol: only a trusted provider may push, and only its own titles
@@ -135,7 +153,7 @@ func (a *App) handlePush(s network.Stream) {
 	defer s.Close()
 	remote := s.Conn().RemotePeer()
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
-	e, err := decodePushRequest(s)
+	e, with, err := decodePushRequest(s)
 	_ = s.SetReadDeadline(time.Time{})
 	res := PushResult{}
 	switch {
@@ -149,7 +167,7 @@ func (a *App) handlePush(s network.Stream) {
 		start := time.Now()
 		before := a.origin.bytes.Load()
 		ctx, cancel := context.WithTimeout(a.ctx, PushTimeout)
-		err = a.Push(ctx, e)
+		err = a.Push(ctx, e, slices.DeleteFunc(with, func(id peer.ID) bool { return id == a.ov.ID() })...)
 		cancel()
 		res.Seconds = time.Since(start).Seconds()
 		res.OriginBytes = a.origin.bytes.Load() - before
@@ -182,14 +200,15 @@ func containsPeer(ids []peer.ID, id peer.ID) bool {
 	return false
 }
 
-// PushTo asks gateway id to pre-place e, and waits for its answer.
-func PushTo(ctx context.Context, h host.Host, id peer.ID, e *catalog.Entry) (PushResult, error) {
-	return PushToNamespace(ctx, h, id, "", e)
+// PushTo asks gateway id to pre-place e, and waits for its answer. with are the other
+// gateways e is pushed to at the same time (they trade pieces; see App.Push).
+func PushTo(ctx context.Context, h host.Host, id peer.ID, e *catalog.Entry, with ...peer.ID) (PushResult, error) {
+	return PushToNamespace(ctx, h, id, "", e, with...)
 }
 
 // PushToNamespace pushes to the VoD app of a provider's slice (namespace = the slice id;
 // "" is the gateway's own VoD app, as PushTo).
-func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace string, e *catalog.Entry) (PushResult, error) {
+func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace string, e *catalog.Entry, with ...peer.ID) (PushResult, error) {
 	raw, err := e.Encode()
 	if err != nil {
 		return PushResult{}, err
@@ -202,7 +221,13 @@ func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace str
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
-	if err := writeFrame(s, pushRequest{Entry: raw}); err != nil {
+	req := pushRequest{Entry: raw}
+	for _, w := range with {
+		if w != id {
+			req.With = append(req.With, w.String())
+		}
+	}
+	if err := writeFrame(s, req); err != nil {
 		_ = s.Reset()
 		return PushResult{}, fmt.Errorf("sending push: %w", err)
 	}
@@ -247,11 +272,15 @@ func PushReplicasNamespace(ctx context.Context, ov *overlay.Overlay, namespace s
 		return nil, fmt.Errorf("no gateway matches (found %d running the VoD app)", len(found))
 	}
 	out := make([]Replica, len(chosen))
+	ids := make([]peer.ID, len(chosen))
+	for i, g := range chosen {
+		ids[i] = g.ID
+	}
 	var wg sync.WaitGroup
 	for i, g := range chosen {
 		wg.Go(func() {
 			r := Replica{Peer: g.ID, Labels: g.Labels}
-			res, err := PushToNamespace(ctx, ov.Host(), g.ID, namespace, e)
+			res, err := PushToNamespace(ctx, ov.Host(), g.ID, namespace, e, ids...)
 			switch {
 			case err != nil:
 				r.Status, r.Error = "unreachable", err.Error()

@@ -2,11 +2,13 @@ package vod
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -73,24 +75,41 @@ func validPushFrame(t testing.TB) []byte {
 
 func TestDecodePushRequest(t *testing.T) {
 	good := validPushFrame(t)
-	if _, err := decodePushRequest(bytes.NewReader(good)); err != nil {
-		t.Fatalf("valid request: %v", err)
+	if _, with, err := decodePushRequest(bytes.NewReader(good)); err != nil || len(with) != 0 {
+		t.Fatalf("valid request: %v (with %v)", err, with)
 	}
 	frame := func(v any) []byte {
 		var buf bytes.Buffer
 		_ = writeFrame(&buf, v)
 		return buf.Bytes()
 	}
+	var req pushRequest
+	if err := json.Unmarshal(good[bytes.IndexByte(good, '{'):], &req); err != nil {
+		t.Fatal(err)
+	}
+	coKey, _, _ := crypto.GenerateEd25519Key(rand.Reader)
+	coID, _ := peer.IDFromPrivateKey(coKey)
+	co := coID.String()
+	req.With = []string{co}
+	if _, with, err := decodePushRequest(bytes.NewReader(frame(req))); err != nil || len(with) != 1 || with[0].String() != co {
+		t.Fatalf("request with a co-replica: %v (with %v)", err, with)
+	}
+	badWith := req
+	badWith.With = []string{co, "not-a-peer"}
+	tooMany := req
+	tooMany.With = slices.Repeat([]string{co}, maxPushWith+1)
 	for name, in := range map[string][]byte{
-		"empty":         nil,
-		"huge length":   {0xff, 0xff, 0xff, 0xff, 0x0f},
-		"truncated":     good[:len(good)/2],
-		"not json":      frame(json.RawMessage(`"x"`))[:3],
-		"unknown field": frame(map[string]any{"entry": map[string]any{}, "extra": 1}),
-		"no entry":      frame(map[string]any{}),
-		"bad entry":     frame(map[string]any{"entry": map[string]any{"version": 1}}),
+		"with a bad peer id":     frame(badWith),
+		"with too many gateways": frame(tooMany),
+		"empty":                  nil,
+		"huge length":            {0xff, 0xff, 0xff, 0xff, 0x0f},
+		"truncated":              good[:len(good)/2],
+		"not json":               frame(json.RawMessage(`"x"`))[:3],
+		"unknown field":          frame(map[string]any{"entry": map[string]any{}, "extra": 1}),
+		"no entry":               frame(map[string]any{}),
+		"bad entry":              frame(map[string]any{"entry": map[string]any{"version": 1}}),
 	} {
-		if _, err := decodePushRequest(bytes.NewReader(in)); err == nil {
+		if _, _, err := decodePushRequest(bytes.NewReader(in)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -101,9 +120,12 @@ func FuzzDecodePushRequest(f *testing.F) {
 	f.Add([]byte{0x02, '{', '}'})
 	f.Add([]byte{0x0c, '{', '"', 'e', 'n', 't', 'r', 'y', '"', ':', '1', '}', '}'})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := decodePushRequest(bytes.NewReader(b))
+		e, with, err := decodePushRequest(bytes.NewReader(b))
 		if err == nil && e.Verify() != nil {
 			t.Fatal("accepted an entry that does not verify")
+		}
+		if len(with) > maxPushWith {
+			t.Fatalf("accepted %d co-replicas", len(with))
 		}
 	})
 }
@@ -149,4 +171,27 @@ func FuzzDecodeHave(f *testing.F) {
 			t.Fatalf("accepted %v", c)
 		}
 	})
+}
+
+func TestPushBehind(t *testing.T) {
+	now := time.Now()
+	ctx, cancel := context.WithDeadline(context.Background(), now.Add(23*time.Second))
+	defer cancel()
+	// 1 MB/s over the last 4 s, 20 s left once the margin is kept.
+	recent := []pushSample{{now.Add(-4 * time.Second), 0}, {now, 4e6}}
+	if pushBehind(ctx, now, 19e6, recent) {
+		t.Error("19 MB missing at 1 MB/s with 20 s left: reported behind")
+	}
+	if !pushBehind(ctx, now, 21e6, recent) {
+		t.Error("21 MB missing at 1 MB/s with 20 s left: not reported behind")
+	}
+	if pushBehind(ctx, now, 21e6, recent[1:]) {
+		t.Error("behind without a measured rate")
+	}
+	if !pushBehind(ctx, now.Add(21*time.Second), 1, recent) {
+		t.Error("inside the margin with bytes missing: not reported behind")
+	}
+	if pushBehind(context.Background(), now, 1e12, recent) {
+		t.Error("a push without a deadline is never behind")
+	}
 }

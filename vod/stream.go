@@ -240,8 +240,7 @@ func (a *App) serveTitle(w http.ResponseWriter, r *http.Request) {
 		// Not SetResponsive: a responsive reader hands out chunks before their piece passed its
 		// hash check, and no unverified byte may reach a player.
 		if a.opts.Strategy == StrategyNanodc {
-			// Eight seconds of video ahead of the player are worth asking peers for now.
-			rd.SetReadahead(max(e.BitrateBps, 8<<10))
+			rd.SetReadahead(max(int64(a.opts.Readahead.Seconds()*float64(e.BitrateBps)/8), 8<<10))
 		}
 		rd.SetContext(r.Context())
 		tr.tr = rd

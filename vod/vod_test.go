@@ -419,6 +419,45 @@ func TestPushReplicas(t *testing.T) {
 	}
 }
 
+// TestCoPushTakesOneCopyFromOrigin: a title pushed to four gateways at once costs the origin
+// far less than four copies: each replica learns the others from the push, they trade
+// pieces, and each takes from the origin only pieces none of its peers holds.
+func TestCoPushTakesOneCopyFromOrigin(t *testing.T) {
+	f := newFixture(t, 4<<20, 2e6)
+	var gws []*gateway
+	for range 4 {
+		gws = append(gws, f.addGateway(vod.Options{}))
+	}
+	f.waitRoutable()
+	provider := f.providerNode()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var reps []vod.Replica
+	for ctx.Err() == nil {
+		var err error
+		reps, err = vod.PushReplicas(ctx, provider, f.entry, 4, nil)
+		if err == nil && len(reps) == 4 {
+			break
+		}
+		time.Sleep(300 * time.Millisecond) // gateways announce themselves as they start
+	}
+	if len(reps) != 4 {
+		t.Fatalf("pushed to %d gateways, want 4", len(reps))
+	}
+	var fromOrigin int64
+	for _, r := range reps {
+		if r.Status != "ok" || r.Bytes != int64(len(f.file)) {
+			t.Fatalf("replica %s: %+v", r.Peer, r)
+		}
+		fromOrigin += r.OriginBytes
+	}
+	copies := float64(f.served.Load()) / float64(len(f.file))
+	t.Logf("4 replicas: origin served %.2f copies (replicas counted %d bytes)", copies, fromOrigin)
+	if copies > 2 {
+		t.Fatalf("the origin served %.2f copies of the title for 4 replicas pushed together; want at most 2", copies)
+	}
+}
+
 // providerNode is an overlay node holding the provider's key (the identity a push proves).
 func (f *fixture) providerNode() *overlay.Overlay {
 	t := f.t

@@ -25,17 +25,20 @@ type Summary struct {
 		P95 float64 `json:"p95"`
 		Max float64 `json:"max"`
 	} `json:"startup_s"`
-	RebufferRatio   float64        `json:"rebuffer_ratio"` // stall time / watch time
-	Stalls          int            `json:"stalls"`
-	StallSeconds    float64        `json:"stall_s"`
-	WatchSeconds    float64        `json:"watch_s"`
-	Sessions        int            `json:"sessions"`
-	FailedSessions  int            `json:"failed_sessions"`
-	FailReasons     map[string]int `json:"fail_reasons,omitempty"`
-	OriginBytes     int64          `json:"origin_bytes"`
-	PeerBytes       int64          `json:"peer_bytes"`
-	CrossISPBytes   int64          `json:"cross_isp_bytes"`
-	PushOriginBytes int64          `json:"push_origin_bytes"`
+	RebufferRatio  float64        `json:"rebuffer_ratio"` // stall time / watch time
+	Stalls         int            `json:"stalls"`
+	StallSeconds   float64        `json:"stall_s"`
+	WatchSeconds   float64        `json:"watch_s"`
+	Sessions       int            `json:"sessions"`
+	FailedSessions int            `json:"failed_sessions"`
+	FailReasons    map[string]int `json:"fail_reasons,omitempty"`
+	OriginBytes    int64          `json:"origin_bytes"`
+	PeerBytes      int64          `json:"peer_bytes"`
+	CrossISPBytes  int64          `json:"cross_isp_bytes"`
+	// PeerWastedBytes came from peers but were not needed (a duplicate, or a piece the origin
+	// filled meanwhile): peer uplink spent for nothing. Part of PeerBytes.
+	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
+	PushOriginBytes int64 `json:"push_origin_bytes"`
 	// GapFillBytes are the nanodc strategy's deadline fetches from the origin, and
 	// UnavoidableBytes those of them that no other gateway could have supplied: none held the
 	// piece with a bitrate's worth of upload capacity unused in the last second.
@@ -68,11 +71,11 @@ func (w *workload) Sample(rec *emulator.Recorder) {
 	if w.env == nil {
 		return
 	}
-	o, p, _ := w.counters()
+	c := w.counters()
+	o, p := c.origin, c.peer
 	if !w.baseTaken && !time.Now().Before(w.viewingFrom) {
 		w.baseTaken = true
-		w.baseOrigin, w.basePeer, w.basePush = o, p, w.pushBytes
-		_, _, w.baseCross = w.counters()
+		w.base, w.basePush = c, w.pushBytes
 	}
 	dO, dP := float64(o-w.lastOrigin), float64(p-w.lastPeer)
 	w.lastOrigin, w.lastPeer = o, p
@@ -131,14 +134,16 @@ func (w *workload) Summary() any {
 			break
 		}
 	}
-	o, p, x := w.counters()
+	c := w.counters()
 	if !w.baseTaken {
-		w.baseOrigin, w.basePeer, w.basePush, w.baseCross = o, p, w.pushBytes, x
+		w.base, w.basePush = c, w.pushBytes
 	}
+	viewing := c.minus(w.base)
 	s.PushOriginBytes = w.pushBytes
-	s.OriginBytes = (o - w.baseOrigin) - (w.pushBytes - w.basePush)
-	s.PeerBytes = p - w.basePeer
-	s.CrossISPBytes = x - w.baseCross
+	s.OriginBytes = viewing.origin - (w.pushBytes - w.basePush)
+	s.PeerBytes = viewing.peer
+	s.CrossISPBytes = viewing.cross
+	s.PeerWastedBytes = viewing.wasted
 	if s.OriginBytes+s.PeerBytes > 0 {
 		s.OffloadRatio = float64(s.PeerBytes) / float64(s.OriginBytes+s.PeerBytes)
 	}
@@ -262,6 +267,7 @@ func rowsOf(s Summary) [][]string {
 		{"rebuffer ratio", fmt.Sprintf("%.4f (%d stalls, %.1f s of %.0f s watched)", s.RebufferRatio, s.Stalls, s.StallSeconds, s.WatchSeconds)},
 		{"sessions / failed", fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions)},
 		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
+		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
 		{"push origin bytes", mb(s.PushOriginBytes)},
 		{"gap fills / of which no peer held", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes)},
 	}
@@ -290,6 +296,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("sessions / failed", func(s Summary) string { return fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions) })
 	row("origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.OriginBytes)/1e6) })
 	row("peer MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerBytes)/1e6) })
+	row("peer MB wasted", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerWastedBytes)/1e6) })
 	row("cross-ISP MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.CrossISPBytes)/1e6) })
 	row("push origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PushOriginBytes)/1e6) })
 	row("gap fills MB (no peer held)", func(s Summary) string {

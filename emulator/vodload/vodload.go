@@ -149,17 +149,31 @@ type workload struct {
 	lastUp  map[*emulator.Gateway]uint64
 
 	// per-second series inputs, and the counters when viewing began
-	lastOrigin, lastPeer                      int64
-	excessBytes                               float64 // Σ max(0, demand − upload capacity)
-	baseTaken                                 bool
-	baseOrigin, basePeer, basePush, baseCross int64
+	lastOrigin, lastPeer int64
+	excessBytes          float64 // Σ max(0, demand − upload capacity)
+	baseTaken            bool
+	base                 byteCounts
+	basePush             int64
+}
+
+// byteCounts are the VoD byte counters summed over gateways.
+type byteCounts struct {
+	origin, peer, cross, wasted int64
+}
+
+func (b byteCounts) plus(o byteCounts) byteCounts {
+	return byteCounts{b.origin + o.origin, b.peer + o.peer, b.cross + o.cross, b.wasted + o.wasted}
+}
+
+func (b byteCounts) minus(o byteCounts) byteCounts {
+	return byteCounts{b.origin - o.origin, b.peer - o.peer, b.cross - o.cross, b.wasted - o.wasted}
 }
 
 // gwCounters follow one gateway's app across restarts (a restarted app counts from zero).
 type gwCounters struct {
-	app                         *vod.App
-	origin, peer, cross         int64 // totals carried over from earlier app instances
-	lastOrigin, lastPeer, lastX int64
+	app     *vod.App
+	carried byteCounts // totals of earlier app instances
+	last    byteCounts
 }
 
 // ConfigureNode enables the VoD app on every gateway, with an origin client that crosses the
@@ -388,7 +402,9 @@ func (w *workload) push(ctx context.Context) {
 			byID[o.ID().String()] = g
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, w.p.Warmup+time.Minute)
+	// Replicas are due in place when viewers may come: each push takes from the origin what
+	// its peers would not deliver by then.
+	pctx, cancel := context.WithDeadline(ctx, w.env.Start.Add(w.p.Warmup))
 	defer cancel()
 	var wg sync.WaitGroup
 	for t := range w.p.Push.Titles {
@@ -399,11 +415,19 @@ func (w *workload) push(ctx context.Context) {
 			k := (t * 7) % len(rot)
 			rot = append(rot[k:], rot[:k]...)
 		}
-		for _, r := range vod.ChooseReplicas(rot, w.p.Push.Replicas, nil) {
+		chosen := vod.ChooseReplicas(rot, w.p.Push.Replicas, nil)
+		for _, r := range chosen {
 			g := byID[r.ID.String()]
+			// Each replica learns the others, as from `nanodc vod push`: they trade pieces.
+			var with []peer.ID
+			for _, o := range chosen {
+				if o.ID != r.ID {
+					with = append(with, o.ID)
+				}
+			}
 			wg.Go(func() {
 				if app := w.app(g.Node()); app != nil {
-					if err := app.Push(pctx, e); err != nil && ctx.Err() == nil {
+					if err := app.Push(pctx, e, with...); err != nil && ctx.Err() == nil {
 						w.mu.Lock()
 						w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s: %v", g.Name, err))
 						w.mu.Unlock()
@@ -504,7 +528,7 @@ func (w *workload) Wait() {
 }
 
 // counters sums the gateways' VoD counters, following apps across restarts.
-func (w *workload) counters() (originB, peerB, crossB int64) {
+func (w *workload) counters() (sum byteCounts) {
 	for _, g := range w.env.Fleet.Gateways {
 		c := w.stats[g]
 		if c == nil {
@@ -513,21 +537,16 @@ func (w *workload) counters() (originB, peerB, crossB int64) {
 		}
 		app := w.app(g.Node())
 		if app != c.app {
-			c.origin += c.lastOrigin
-			c.peer += c.lastPeer
-			c.cross += c.lastX
-			c.lastOrigin, c.lastPeer, c.lastX = 0, 0, 0
+			c.carried, c.last = c.carried.plus(c.last), byteCounts{}
 			c.app = app
 		}
 		if app != nil {
 			st := app.Stats()
-			c.lastOrigin, c.lastPeer, c.lastX = st.OriginBytes, st.PeerBytes, st.CrossISPPeer
+			c.last = byteCounts{st.OriginBytes, st.PeerBytes, st.CrossISPPeer, st.PeerWastedBytes}
 		}
-		originB += c.origin + c.lastOrigin
-		peerB += c.peer + c.lastPeer
-		crossB += c.cross + c.lastX
+		sum = sum.plus(c.carried.plus(c.last))
 	}
-	return
+	return sum
 }
 
 // writeRandom writes size pseudo-random bytes, a chunk at a time.
