@@ -260,7 +260,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		return nil, ctx.Err()
 	}
 
-	// Validity over the measured phase.
+	// Validity over the measured phase (after the workloads' warm-up).
 	st := r.fleet.Net.Stats()
 	sum.Lateness.Scheduler, sum.Lateness.Reader = latenessOf(st.Scheduler), latenessOf(st.Reader)
 	sum.Network = networkOf(st)
@@ -320,6 +320,12 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 	for _, g := range r.fleet.Gateways {
 		last[g] = g.Host.Stats()
 	}
+	var warmup time.Duration
+	for _, w := range r.workloads {
+		if wu, ok := w.(Warmer); ok {
+			warmup = max(warmup, wu.Warmup())
+		}
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -329,6 +335,11 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		case <-tick.C:
 		}
 		el := time.Since(start)
+		if warmup > 0 && el >= warmup && sum.LatenessWarmup == nil {
+			sched, reader := r.fleet.Net.ResetLateness()
+			sum.LatenessWarmup = &LatenessSummary{Scheduler: latenessOf(sched), Reader: latenessOf(reader)}
+			sum.WarmupSeconds = el.Seconds()
+		}
 		r.rec.row(float64(int(el.Round(time.Second).Seconds())))
 		classes := map[string]*classTotals{}
 		for _, g := range r.fleet.Gateways {

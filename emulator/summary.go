@@ -30,9 +30,13 @@ type Summary struct {
 	SettleSeconds   float64         `json:"settle_s"`
 	DurationSeconds float64         `json:"duration_s"`
 	Lateness        LatenessSummary `json:"lateness"`
-	Peers           PeersSummary    `json:"peers"`
-	DHT             DHTSummary      `json:"dht_check"`
-	Handshakes      struct {
+	// LatenessWarmup is the timing error during the workloads' warm-up (see Warmer), which
+	// the validity verdict leaves out: nothing is measured then.
+	LatenessWarmup *LatenessSummary `json:"lateness_warmup,omitempty"`
+	WarmupSeconds  float64          `json:"warmup_s,omitempty"`
+	Peers          PeersSummary     `json:"peers"`
+	DHT            DHTSummary       `json:"dht_check"`
+	Handshakes     struct {
 		Startup HandshakeFigures `json:"startup"` // start-up and settle
 		Total   HandshakeFigures `json:"total"`   // the whole run, faults included
 	} `json:"handshakes"`
@@ -227,12 +231,21 @@ func SummaryTable(s *Summary) report.Table {
 		{"DHT check", fmt.Sprintf("found from %d of %d gateways (provide %.2f s, lookup p50 %v s)", s.DHT.Found, s.DHT.Lookups, s.DHT.ProvideSeconds, fmtAny(s.DHT.LookupSecondsP50))},
 		{"handshakes", fmt.Sprintf("%.0f completed and %.0f failed dials at start-up; %.0f / %.0f over the run (faults included)%s", s.Handshakes.Startup.Completed, s.Handshakes.Startup.Failed, s.Handshakes.Total.Completed, s.Handshakes.Total.Failed, kinds(s.Handshakes.Total))},
 		{"lateness p50/p99/max", fmt.Sprintf("scheduler %.2f/%.2f/%.2f ms, delivery %.2f/%.2f/%.2f ms", s.Lateness.Scheduler.P50, s.Lateness.Scheduler.P99, s.Lateness.Scheduler.Max, s.Lateness.Reader.P50, s.Lateness.Reader.P99, s.Lateness.Reader.Max)},
+		{"lateness in the warm-up", warmupLateness(s)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run, %.2f during start-up", s.CPU.CoresUsed, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}
 	return report.Table{Title: "Summary", Columns: []string{"figure", "value"}, Rows: rows}
+}
+
+func warmupLateness(s *Summary) string {
+	w := s.LatenessWarmup
+	if w == nil {
+		return "no warm-up"
+	}
+	return fmt.Sprintf("p99 scheduler %.2f ms, delivery %.2f ms over the first %.0f s (not judged: nothing is measured then)", w.Scheduler.P99, w.Reader.P99, s.WarmupSeconds)
 }
 
 func fmtAny(v any) string {

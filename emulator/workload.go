@@ -33,6 +33,14 @@ type NodeStartHook interface {
 	NodeStarted(g *Gateway)
 }
 
+// Warmer is implemented by workloads whose first part prepares what is measured (pushes
+// before viewers come): the emulator judges validity from the end of the longest warm-up on
+// and reports the warm-up's timing error apart. Nothing the workload measures may come from
+// its warm-up.
+type Warmer interface {
+	Warmup() time.Duration
+}
+
 // Preparer is implemented by workloads with heavy set-up (content to generate and hash): the
 // emulator calls Prepare before the fleet starts, so that the work neither slows start-up nor
 // shows as timing error in the measured phase. env.Start and env.Duration are not set yet.

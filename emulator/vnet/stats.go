@@ -88,10 +88,10 @@ func (n *Network) TakeLateness() (scheduler, reader Lateness) {
 	return n.schedLate.interval.take(), n.readLate.interval.take()
 }
 
-// ResetLateness restarts the run-long lateness figures of Stats, e.g. once start-up is over.
-func (n *Network) ResetLateness() {
-	n.schedLate.run.take()
-	n.readLate.run.take()
+// ResetLateness restarts the run-long lateness figures of Stats, e.g. once start-up is over,
+// and returns what they were.
+func (n *Network) ResetLateness() (scheduler, reader Lateness) {
+	return n.schedLate.run.take(), n.readLate.run.take()
 }
 
 // lateness keeps two histograms: one for the whole run, one per interval.

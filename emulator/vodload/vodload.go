@@ -238,6 +238,11 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 	}
 }
 
+var _ emulator.Warmer = (*workload)(nil)
+
+// Warmup is when viewers may start coming: pushes happen before, and nothing is measured.
+func (w *workload) Warmup() time.Duration { return w.p.Warmup }
+
 // NodeStarted gives a (re)started gateway the provider's catalog, and in slice mode first the
 // provider's slice with its VoD app (both persist: a restarted gateway has them already).
 func (w *workload) NodeStarted(g *emulator.Gateway) {

@@ -100,6 +100,15 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if len(sum.VariantOrder) != 2 {
 		t.Errorf("combined summary lists variants %v", sum.VariantOrder)
 	}
+	// The warm-up (pushes, no viewers) is reported apart and left out of the verdict.
+	for name, v := range sum.Variants {
+		if v.LatenessWarmup == nil || v.WarmupSeconds < 8 || v.LatenessWarmup.Scheduler.Count == 0 {
+			t.Errorf("%s: warm-up lateness %+v over %.0f s; want the 8 s warm-up measured apart", name, v.LatenessWarmup, v.WarmupSeconds)
+		}
+		if v.Lateness.Scheduler.Count == 0 {
+			t.Errorf("%s: no lateness measured after the warm-up", name)
+		}
+	}
 	for _, f := range []string{"report.html", "cdn-only/summary.json", "nanodc/timeseries.csv"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("output %s: %v", f, err)
