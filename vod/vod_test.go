@@ -424,9 +424,8 @@ func TestPushReplicas(t *testing.T) {
 // pieces, and each takes from the origin only pieces none of its peers holds.
 func TestCoPushTakesOneCopyFromOrigin(t *testing.T) {
 	f := newFixture(t, 4<<20, 2e6)
-	var gws []*gateway
 	for range 4 {
-		gws = append(gws, f.addGateway(vod.Options{}))
+		f.addGateway(vod.Options{})
 	}
 	f.waitRoutable()
 	provider := f.providerNode()
