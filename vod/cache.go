@@ -36,20 +36,20 @@ type Stats struct {
 
 // TitleStats are one title's figures on this gateway.
 type TitleStats struct {
-	CID           string `json:"cid"`
-	Name          string `json:"name"`
-	CachedBytes   int64  `json:"cached_bytes"`
-	Pinned        bool   `json:"pinned"`
-	Plays         int    `json:"plays"`
-	Streams       int64  `json:"streams"`
-	Stalls        int64  `json:"stalls"`
-	ServedCache   int64  `json:"served_from_cache_bytes"`
-	ServedNetwork int64  `json:"served_fetched_bytes"`
-	OriginBytes   int64  `json:"origin_bytes"`
-	PeerBytes     int64  `json:"peer_bytes"`
-	PeerWasted    int64  `json:"peer_wasted_bytes"`
-	UploadedBytes int64  `json:"uploaded_bytes"`
-	Peers         int    `json:"peers"`
+	CID             string `json:"cid"`
+	Name            string `json:"name"`
+	CachedBytes     int64  `json:"cached_bytes"`
+	Pinned          bool   `json:"pinned"`
+	Plays           int    `json:"plays"`
+	Streams         int64  `json:"streams"`
+	Stalls          int64  `json:"stalls"`
+	ServedCache     int64  `json:"served_from_cache_bytes"`
+	ServedNetwork   int64  `json:"served_fetched_bytes"`
+	OriginBytes     int64  `json:"origin_bytes"`
+	PeerBytes       int64  `json:"peer_bytes"`
+	PeerWastedBytes int64  `json:"peer_wasted_bytes"`
+	UploadedBytes   int64  `json:"uploaded_bytes"`
+	Peers           int    `json:"peers"`
 }
 
 // Stats returns the current figures.
@@ -83,13 +83,13 @@ func (a *App) Stats() Stats {
 			ts.CachedBytes = t.BytesCompleted()
 			s := t.Stats()
 			ts.PeerBytes = s.PeerConns.BytesReadData.Int64()
-			ts.PeerWasted = ts.PeerBytes - s.PeerConns.BytesReadUsefulData.Int64()
+			ts.PeerWastedBytes = ts.PeerBytes - s.PeerConns.BytesReadUsefulData.Int64()
 			ts.UploadedBytes = s.PeerConns.BytesWrittenData.Int64()
 			ts.Peers = len(t.PeerConns())
 		}
 		st.CacheBytes += ts.CachedBytes
 		st.UploadedBytes += ts.UploadedBytes
-		st.PeerWastedBytes += ts.PeerWasted
+		st.PeerWastedBytes += ts.PeerWastedBytes
 		st.Titles = append(st.Titles, ts)
 	}
 	slices.SortFunc(st.Titles, func(x, y TitleStats) int { return cmpString(x.Name, y.Name) })
@@ -108,8 +108,8 @@ func (a *App) sampleMetrics() {
 
 // Push pre-places a title on this gateway ahead of demand (NaDa-style): the title is added,
 // pinned (eviction never takes it) and filled completely, from peers where they have pieces
-// and from the origin for the rest. with names the other gateways the provider pushes the
-// same title to: they trade pieces, and each takes from the origin only what none of its
+// and from the origin for the rest. with names the gateways the provider pushes the same
+// title to (this one may be among them): they trade pieces, and each takes from the origin only what none of its
 // peers can give it, so N replicas cost about one copy from the origin instead of N. It
 // returns when the title is complete or ctx ends.
 func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error {

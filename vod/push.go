@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -167,7 +166,7 @@ func (a *App) handlePush(s network.Stream) {
 		start := time.Now()
 		before := a.origin.bytes.Load()
 		ctx, cancel := context.WithTimeout(a.ctx, PushTimeout)
-		err = a.Push(ctx, e, slices.DeleteFunc(with, func(id peer.ID) bool { return id == a.ov.ID() })...)
+		err = a.Push(ctx, e, with...)
 		cancel()
 		res.Seconds = time.Since(start).Seconds()
 		res.OriginBytes = a.origin.bytes.Load() - before
@@ -200,8 +199,8 @@ func containsPeer(ids []peer.ID, id peer.ID) bool {
 	return false
 }
 
-// PushTo asks gateway id to pre-place e, and waits for its answer. with are the other
-// gateways e is pushed to at the same time (they trade pieces; see App.Push).
+// PushTo asks gateway id to pre-place e, and waits for its answer. with are the gateways e
+// is pushed to at the same time (they trade pieces; see App.Push); id may be among them.
 func PushTo(ctx context.Context, h host.Host, id peer.ID, e *catalog.Entry, with ...peer.ID) (PushResult, error) {
 	return PushToNamespace(ctx, h, id, "", e, with...)
 }
@@ -223,9 +222,7 @@ func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace str
 	}
 	req := pushRequest{Entry: raw}
 	for _, w := range with {
-		if w != id {
-			req.With = append(req.With, w.String())
-		}
+		req.With = append(req.With, w.String())
 	}
 	if err := writeFrame(s, req); err != nil {
 		_ = s.Reset()

@@ -384,18 +384,7 @@ func TestPushReplicas(t *testing.T) {
 	provider := f.providerNode()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var reps []vod.Replica
-	for ctx.Err() == nil {
-		var err error
-		reps, err = vod.PushReplicas(ctx, provider, f.entry, 2, nil)
-		if err == nil && len(reps) == 2 {
-			break
-		}
-		time.Sleep(300 * time.Millisecond) // gateways announce themselves as they start
-	}
-	if len(reps) != 2 {
-		t.Fatalf("pushed to %d gateways, want 2", len(reps))
-	}
+	reps := pushReplicas(ctx, t, provider, f.entry, 2)
 	for _, r := range reps {
 		if r.Status != "ok" || r.Bytes != int64(len(f.file)) {
 			t.Fatalf("replica %s: %+v", r.Peer, r)
@@ -431,18 +420,7 @@ func TestCoPushTakesOneCopyFromOrigin(t *testing.T) {
 	provider := f.providerNode()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var reps []vod.Replica
-	for ctx.Err() == nil {
-		var err error
-		reps, err = vod.PushReplicas(ctx, provider, f.entry, 4, nil)
-		if err == nil && len(reps) == 4 {
-			break
-		}
-		time.Sleep(300 * time.Millisecond) // gateways announce themselves as they start
-	}
-	if len(reps) != 4 {
-		t.Fatalf("pushed to %d gateways, want 4", len(reps))
-	}
+	reps := pushReplicas(ctx, t, provider, f.entry, 4)
 	var fromOrigin int64
 	for _, r := range reps {
 		if r.Status != "ok" || r.Bytes != int64(len(f.file)) {
@@ -455,6 +433,23 @@ func TestCoPushTakesOneCopyFromOrigin(t *testing.T) {
 	if copies > 2 {
 		t.Fatalf("the origin served %.2f copies of the title for 4 replicas pushed together; want at most 2", copies)
 	}
+}
+
+// pushReplicas pushes e to n gateways found through the DHT, retrying while the gateways
+// are still announcing themselves.
+func pushReplicas(ctx context.Context, t *testing.T, provider *overlay.Overlay, e *catalog.Entry, n int) []vod.Replica {
+	t.Helper()
+	var reps []vod.Replica
+	for ctx.Err() == nil {
+		var err error
+		reps, err = vod.PushReplicas(ctx, provider, e, n, nil)
+		if err == nil && len(reps) == n {
+			return reps
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("pushed to %d gateways, want %d", len(reps), n)
+	return nil
 }
 
 // providerNode is an overlay node holding the provider's key (the identity a push proves).

@@ -421,15 +421,13 @@ func (w *workload) push(ctx context.Context) {
 			rot = append(rot[k:], rot[:k]...)
 		}
 		chosen := vod.ChooseReplicas(rot, w.p.Push.Replicas, nil)
+		// Each replica learns the others, as from `nanodc vod push`: they trade pieces.
+		with := make([]peer.ID, len(chosen))
+		for i, r := range chosen {
+			with[i] = r.ID
+		}
 		for _, r := range chosen {
 			g := byID[r.ID.String()]
-			// Each replica learns the others, as from `nanodc vod push`: they trade pieces.
-			var with []peer.ID
-			for _, o := range chosen {
-				if o.ID != r.ID {
-					with = append(with, o.ID)
-				}
-			}
 			wg.Go(func() {
 				if app := w.app(g.Node()); app != nil {
 					if err := app.Push(pctx, e, with...); err != nil && ctx.Err() == nil {
