@@ -2,8 +2,10 @@ package vod
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 )
 
@@ -135,18 +137,51 @@ func (a *App) fillFromOrigin(ti *title, i int, reason string) {
 	})
 }
 
+// maxFillRanges bounds the requests one gap fill makes to the origin.
+const maxFillRanges = 4
+
+// errFillHash is a gap fill whose piece failed its hash check.
+var errFillHash = errors.New("failed its hash check")
+
+// fetchPiece fills piece i from the origin: only the blocks no peer has written yet, and the
+// whole piece when that fails its hash check (a peer's block kept from before the fill was bad).
 func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string) error {
-	t := ti.t
 	size := pieceSize(ti, i)
+	ranges := a.storage.missing(pieceKey{ti.t.InfoHash(), i}, size, maxFillRanges)
+	if len(ranges) == 0 {
+		return nil // every block is written: anacrolix is checking the piece
+	}
+	err := a.fillPiece(ctx, ti, i, reason, ranges)
+	if errors.Is(err, errFillHash) && (len(ranges) > 1 || ranges[0].len() < size) {
+		err = a.fillPiece(ctx, ti, i, reason, []byteRange{{0, size}})
+	}
+	return err
+}
+
+func (a *App) fillPiece(ctx context.Context, ti *title, i int, reason string, ranges []byteRange) error {
+	t := ti.t
+	var want int64
+	for _, r := range ranges {
+		want += r.len()
+	}
 	if hook := a.opts.OnOriginFetch; hook != nil {
-		hook(OriginFetch{CID: ti.entry.CID, Piece: i, Bytes: size, Reason: reason})
+		hook(OriginFetch{CID: ti.entry.CID, Piece: i, Bytes: want, Reason: reason})
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	data, err := a.origin.fetchRange(ctx, ti.entry.Origin, int64(i)*ti.entry.PieceLength, size)
+	base := int64(i) * ti.entry.PieceLength
+	parts := make([][]byte, len(ranges))
+	errs := make([]error, len(ranges))
+	var wg sync.WaitGroup
+	for k, r := range ranges {
+		wg.Go(func() { parts[k], errs[k] = a.origin.fetchRange(ctx, ti.entry.Origin, base+r.Off, r.len()) })
+	}
+	wg.Wait()
 	a.metrics.originFetches.WithLabelValues(reason).Inc()
-	ti.counters.originBytes.Add(int64(len(data)))
-	if err != nil {
+	for _, b := range parts {
+		ti.counters.originBytes.Add(int64(len(b)))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	p := t.Piece(i)
@@ -163,8 +198,10 @@ func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string) e
 	if !ok {
 		return fmt.Errorf("piece %d: storage is not guarded", i)
 	}
-	if _, err := gp.writeFill(data); err != nil {
-		return fmt.Errorf("writing piece %d: %w", i, err)
+	for k, r := range ranges {
+		if _, err := gp.writeFill(parts[k], r.Off); err != nil {
+			return fmt.Errorf("writing piece %d: %w", i, err)
+		}
 	}
 	if err := p.VerifyDataContext(ctx); err != nil {
 		return fmt.Errorf("verifying piece %d: %w", i, err)
@@ -177,7 +214,7 @@ func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string) e
 			verified = true
 			return nil
 		case !st.Checking && !st.Marking:
-			return fmt.Errorf("piece %d from the origin failed its hash check", i)
+			return fmt.Errorf("piece %d from the origin: %w", i, errFillHash)
 		}
 		select {
 		case <-ctx.Done():

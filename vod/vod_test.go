@@ -323,6 +323,56 @@ func TestOriginFillsWhenNoPeers(t *testing.T) {
 	}
 }
 
+// TestGapFillTakesOnlyMissingBlocks: a piece that peers have partly delivered costs the origin
+// only the rest; a bad block kept from a peer costs one refetch of the whole piece, and no bad
+// byte reaches the player.
+func TestGapFillTakesOnlyMissingBlocks(t *testing.T) {
+	f := newFixture(t, 1<<20, 2e6) // 64 KiB pieces: 4 blocks of 16 KiB
+	g := f.addGateway(vod.Options{})
+	ref := f.entry.CID
+	if err := g.app.OpenTitleForTest(ref); err != nil {
+		t.Fatal(err)
+	}
+	const plen, block = 64 << 10, 16 << 10
+	blockOf := func(piece, b int) []byte {
+		off := piece*plen + b*block
+		return bytes.Clone(f.file[off : off+block])
+	}
+	fill := func(piece int) int64 {
+		t.Helper()
+		before := f.served.Load()
+		if err := g.app.FillFromOriginForTest(ref, piece); err != nil {
+			t.Fatalf("piece %d: %v", piece, err)
+		}
+		if !g.app.PieceCompleteForTest(ref, piece) {
+			t.Fatalf("piece %d not complete after the fill", piece)
+		}
+		return f.served.Load() - before
+	}
+
+	// Peers delivered blocks 0 and 2 of piece 3: the origin sends blocks 1 and 3.
+	for _, b := range []int{0, 2} {
+		if err := g.app.WritePeerBlockForTest(ref, 3, int64(b*block), blockOf(3, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fill(3); got != 2*block {
+		t.Errorf("piece 3 with 2 of 4 blocks from peers: origin sent %d bytes, want %d", got, 2*block)
+	}
+
+	// A hostile peer's block 1 of piece 5: the partial fill fails its hash check, the whole
+	// piece comes from the origin.
+	bad := blockOf(5, 1)
+	bad[100] ^= 0xff
+	if err := g.app.WritePeerBlockForTest(ref, 5, block, bad); err != nil {
+		t.Fatal(err)
+	}
+	if got := fill(5); got != 3*block+plen {
+		t.Errorf("piece 5 with a bad peer block: origin sent %d bytes, want %d (3 blocks, then the piece)", got, 3*block+plen)
+	}
+	f.checkWhole(g)
+}
+
 // TestHostilePeerIsBanned: a gateway serving corrupted pieces never gets a corrupt byte to the
 // player; it is banned and the pieces come from elsewhere.
 func TestHostilePeerIsBanned(t *testing.T) {

@@ -13,12 +13,15 @@ import (
 // Summary is the workload's section of summary.json (one per strategy in a comparison).
 type Summary struct {
 	Strategy string `json:"strategy"`
-	// OffloadRatio is peer bytes / (peer + origin bytes) while viewers watch; pushes (made
-	// before the viewers arrive, off-peak in a real deployment) are reported apart.
+	// OffloadRatio is useful peer bytes / (useful peer + origin bytes) while viewers watch:
+	// of what gateways fetched over the network, the share peers supplied. Wasted peer bytes
+	// (duplicates) offload nothing and are left out; pushes (made before the viewers arrive,
+	// off-peak in a real deployment) and reads of a gateway's own cache are reported apart.
 	OffloadRatio float64 `json:"offload_ratio"`
 	// UploadBoundOffload is the best offload the gateways' upload capacity allows for this
-	// workload: the origin must at least send each watched title once and whatever the
-	// demand exceeds the fleet's usable upload capacity (line rates × upload_share) by.
+	// workload, on the same bytes: the origin must at least send one copy of each watched
+	// title that was not pushed in full beforehand, and whatever the network demand exceeds
+	// the fleet's usable upload capacity (line rates × upload_share) by.
 	UploadBoundOffload float64 `json:"upload_bound_offload"`
 	StartupS           struct {
 		P50 float64 `json:"p50"`
@@ -39,6 +42,8 @@ type Summary struct {
 	// filled meanwhile): peer uplink spent for nothing. Part of PeerBytes.
 	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
 	PushOriginBytes int64 `json:"push_origin_bytes"`
+	// LocalBytes were read by viewers from their own gateway's cache (pushed replicas).
+	LocalBytes int64 `json:"local_bytes"`
 	// GapFillBytes are the nanodc strategy's deadline fetches from the origin, and
 	// UnavoidableBytes those of them that no other gateway could have supplied: none held the
 	// piece with a bitrate's worth of upload capacity unused in the last second.
@@ -72,7 +77,7 @@ func (w *workload) Sample(rec *emulator.Recorder) {
 		return
 	}
 	c := w.counters()
-	o, p := c.origin, c.peer
+	o, p := c.origin, c.peer-c.wasted // useful peer bytes, as in the summary
 	if !w.baseTaken && !time.Now().Before(w.viewingFrom) {
 		w.baseTaken = true
 		w.base, w.basePush = c, w.pushBytes
@@ -92,8 +97,8 @@ func (w *workload) Sample(rec *emulator.Recorder) {
 		if s.active {
 			active++
 		}
-		if s.receiving {
-			receiving++
+		if s.receiving && !w.replicas[s.title][s.gw] {
+			receiving++ // a viewer on a replica reads locally: no network demand
 		}
 		s.mu.Unlock()
 	}
@@ -144,8 +149,10 @@ func (w *workload) Summary() any {
 	s.PeerBytes = viewing.peer
 	s.CrossISPBytes = viewing.cross
 	s.PeerWastedBytes = viewing.wasted
-	if s.OriginBytes+s.PeerBytes > 0 {
-		s.OffloadRatio = float64(s.PeerBytes) / float64(s.OriginBytes+s.PeerBytes)
+	useful := s.PeerBytes - s.PeerWastedBytes
+	network := useful + s.OriginBytes
+	if network > 0 {
+		s.OffloadRatio = float64(useful) / float64(network)
 	}
 	s.GapFillBytes, s.UnavoidableBytes = w.gapFills, w.unavoidable
 	if w.srv != nil {
@@ -191,13 +198,16 @@ func (w *workload) Summary() any {
 	if s.WatchSeconds > 0 {
 		s.RebufferRatio = s.StallSeconds / s.WatchSeconds
 	}
+	s.LocalBytes = max(0, received-network)
 	var first int64
-	for _, b := range firstCopy {
-		first += b
+	for t, b := range firstCopy {
+		if !w.pushedWhole[t] {
+			first += b
+		}
 	}
-	if received > 0 {
+	if network > 0 {
 		minOrigin := max(float64(first), w.excessBytes)
-		s.UploadBoundOffload = max(0, 1-minOrigin/float64(received))
+		s.UploadBoundOffload = max(0, 1-minOrigin/float64(network))
 	}
 	return s
 }
@@ -269,6 +279,7 @@ func rowsOf(s Summary) [][]string {
 		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
 		{"push origin bytes", mb(s.PushOriginBytes)},
+		{"read from the gateway's own cache", mb(s.LocalBytes)},
 		{"gap fills / of which no peer held", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes)},
 	}
 }
@@ -299,6 +310,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("peer MB wasted", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerWastedBytes)/1e6) })
 	row("cross-ISP MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.CrossISPBytes)/1e6) })
 	row("push origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PushOriginBytes)/1e6) })
+	row("local cache MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.LocalBytes)/1e6) })
 	row("gap fills MB (no peer held)", func(s Summary) string {
 		return fmt.Sprintf("%.1f (%.1f)", float64(s.GapFillBytes)/1e6, float64(s.UnavoidableBytes)/1e6)
 	})

@@ -114,7 +114,8 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 			return nil, err
 		}
 	}
-	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}, sliceSetup: map[*emulator.Gateway]sliceSetup{}}, nil
+	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}, sliceSetup: map[*emulator.Gateway]sliceSetup{},
+		replicas: map[int]map[*emulator.Gateway]bool{}, pushedWhole: map[int]bool{}}, nil
 }
 
 // originIP is where the provider's origin sits in the datacenter.
@@ -139,6 +140,10 @@ type workload struct {
 	gapFills    int64 // origin bytes of deadline gap fills
 	pushBytes   int64 // origin bytes of pushes
 	pushErrors  []string
+	// replicas are the gateways a title was pushed to, and pushedWhole the titles whose every
+	// push completed: their viewers there read locally, and the origin owes no first copy.
+	replicas    map[int]map[*emulator.Gateway]bool
+	pushedWhole map[int]bool
 	clients     []*http.Client
 	viewingFrom time.Time
 
@@ -421,6 +426,13 @@ func (w *workload) push(ctx context.Context) {
 			rot = append(rot[k:], rot[:k]...)
 		}
 		chosen := vod.ChooseReplicas(rot, w.p.Push.Replicas, nil)
+		w.mu.Lock()
+		w.replicas[t] = map[*emulator.Gateway]bool{}
+		for _, r := range chosen {
+			w.replicas[t][byID[r.ID.String()]] = true
+		}
+		w.pushedWhole[t] = len(chosen) > 0
+		w.mu.Unlock()
 		// Each replica learns the others, as from `nanodc vod push`: they trade pieces.
 		with := make([]peer.ID, len(chosen))
 		for i, r := range chosen {
@@ -433,8 +445,13 @@ func (w *workload) push(ctx context.Context) {
 					if err := app.Push(pctx, e, with...); err != nil && ctx.Err() == nil {
 						w.mu.Lock()
 						w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s: %v", g.Name, err))
+						w.pushedWhole[t] = false
 						w.mu.Unlock()
 					}
+				} else {
+					w.mu.Lock()
+					w.pushedWhole[t] = false
+					w.mu.Unlock()
 				}
 			})
 		}
