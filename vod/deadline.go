@@ -18,6 +18,9 @@ const (
 	// maxOriginPerTitle bounds concurrent gap fills per title: the access link is shared with
 	// the peers that are already delivering.
 	maxOriginPerTitle = 3
+	// discoveryGrace is how long a new stream waits for peers (DHT, gossip, dials) before a
+	// piece no connected peer holds is taken as one only the origin can send.
+	discoveryGrace = 3 * time.Second
 )
 
 // OriginFetch describes one gap fill, for observers (the emulator checks whether any gateway
@@ -72,13 +75,18 @@ func (a *App) scheduleStream(s *stream, now time.Time) {
 		size := pieceSize(ti, i)
 		need := a.origin.estimate(size) + guard
 		if slack > need {
-			// The origin can still wait; later pieces have later deadlines.
-			break
-		}
-		// Peers keep the piece only when they will clearly make it: the estimate is an average
-		// over shared, bufferbloated uplinks, and a stall costs the viewer far more than a
-		// piece from the origin costs the provider.
-		if a.peerETA(ti, first, i) < slack/2 {
+			// The origin can still wait; later pieces have later deadlines. Unless no connected
+			// peer holds the piece once discovery had its time: then the origin sends it
+			// anyway, and sending it now rather than at the last moment keeps the stream clear
+			// of the origin's delay spikes (a first viewer's stream is all origin; its gateway's
+			// uplink may be busy seeding, which delays its requests).
+			if now.Sub(s.created) < discoveryGrace || a.peerHolders(ti, i) > 0 {
+				break
+			}
+		} else if a.peerETA(ti, first, i) < slack/2 {
+			// Peers keep the piece only when they will clearly make it: the estimate is an
+			// average over shared, bufferbloated uplinks, and a stall costs the viewer far
+			// more than a piece from the origin costs the provider.
 			continue
 		}
 		if ti.originInflight() >= maxOriginPerTitle {
@@ -88,16 +96,22 @@ func (a *App) scheduleStream(s *stream, now time.Time) {
 	}
 }
 
+// peerHolders counts the connected peers that hold piece i.
+func (a *App) peerHolders(ti *title, i int) int {
+	n := 0
+	for _, pc := range ti.t.PeerConns() {
+		if pc.PeerPieces().Contains(uint32(i)) {
+			n++
+		}
+	}
+	return n
+}
+
 // peerETA estimates when the connected peers will have completed piece `to`, pieces from
 // `from` on being fetched first (the reader's priorities make them so).
 func (a *App) peerETA(ti *title, from, to int) time.Duration {
 	t := ti.t
-	holders := 0
-	for _, pc := range t.PeerConns() {
-		if pc.PeerPieces().Contains(uint32(to)) {
-			holders++
-		}
-	}
+	holders := a.peerHolders(ti, to)
 	if holders == 0 {
 		return time.Duration(math.MaxInt64)
 	}

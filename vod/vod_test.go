@@ -373,6 +373,42 @@ func TestGapFillTakesOnlyMissingBlocks(t *testing.T) {
 	f.checkWhole(g)
 }
 
+// TestOriginPiecesNobodyHoldsComeEarly: a gateway alone, its viewer playing at the bitrate:
+// no peer will ever hold the coming pieces, so once discovery had its grace the origin fills
+// the whole horizon ahead of the player, not just the next deadline.
+func TestOriginPiecesNobodyHoldsComeEarly(t *testing.T) {
+	const bitrate = 2e6 // 250 kB/s
+	f := newFixture(t, 4<<20, bitrate)
+	g := f.addGateway(vod.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.http.URL+"/vod/"+f.entry.CID, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Play 6 s at the bitrate (the stream is then past its 3 s discovery grace).
+	var played int64
+	buf := make([]byte, bitrate/8/10)
+	for start := time.Now(); time.Since(start) < 6*time.Second; time.Sleep(100 * time.Millisecond) {
+		n, err := io.ReadFull(resp.Body, buf)
+		played += int64(n)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", played, err)
+		}
+	}
+	// The scheduler looks 10 s ahead; the old last-moment rule held about 1 s ahead.
+	want := played + 5*bitrate/8
+	var cached int64
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if cached = g.app.Stats().CacheBytes; cached >= want {
+			return
+		}
+	}
+	t.Errorf("played %d bytes, cached %d: want at least %d (5 s of video ahead)", played, cached, want)
+}
+
 // TestHostilePeerIsBanned: a gateway serving corrupted pieces never gets a corrupt byte to the
 // player; it is banned and the pieces come from elsewhere.
 func TestHostilePeerIsBanned(t *testing.T) {

@@ -47,8 +47,13 @@ type Summary struct {
 	// GapFillBytes are the nanodc strategy's deadline fetches from the origin, and
 	// UnavoidableBytes those of them that no other gateway could have supplied: none held the
 	// piece with a bitrate's worth of upload capacity unused in the last second.
-	GapFillBytes      int64    `json:"gap_fill_bytes"`
-	UnavoidableBytes  int64    `json:"unavoidable_origin_bytes"`
+	GapFillBytes     int64 `json:"gap_fill_bytes"`
+	UnavoidableBytes int64 `json:"unavoidable_origin_bytes"`
+	// NoHolderBytes are gap fills no other gateway held at all (busy holders aside), and
+	// GapFillByTitle the gap-fill bytes per title, most popular first: where the origin's
+	// bytes went, and whether placement or uplink capacity was short.
+	NoHolderBytes     int64    `json:"no_holder_origin_bytes"`
+	GapFillByTitle    []int64  `json:"gap_fill_bytes_by_title,omitempty"`
 	OriginServerBytes int64    `json:"origin_server_bytes"` // what the origin itself counted, pushes included
 	PushErrors        []string `json:"push_errors,omitempty"`
 	// Each viewer, for a closer look.
@@ -154,7 +159,13 @@ func (w *workload) Summary() any {
 	if network > 0 {
 		s.OffloadRatio = float64(useful) / float64(network)
 	}
-	s.GapFillBytes, s.UnavoidableBytes = w.gapFills, w.unavoidable
+	s.GapFillBytes, s.UnavoidableBytes, s.NoHolderBytes = w.gapFills, w.unavoidable, w.noHolder
+	if w.gapFills > 0 {
+		s.GapFillByTitle = make([]int64, len(w.entries))
+		for i, e := range w.entries {
+			s.GapFillByTitle[i] = w.gapFillsByCID[e.CID]
+		}
+	}
 	if w.srv != nil {
 		s.OriginServerBytes = w.srv.Stats().BytesServed
 	}
@@ -280,7 +291,7 @@ func rowsOf(s Summary) [][]string {
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
 		{"push origin bytes", mb(s.PushOriginBytes)},
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
-		{"gap fills / of which no peer held", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes)},
+		{"gap fills / of which no peer held (with spare uplink / at all)", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " / " + mb(s.NoHolderBytes)},
 	}
 }
 
@@ -311,8 +322,8 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("cross-ISP MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.CrossISPBytes)/1e6) })
 	row("push origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PushOriginBytes)/1e6) })
 	row("local cache MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.LocalBytes)/1e6) })
-	row("gap fills MB (no peer held)", func(s Summary) string {
-		return fmt.Sprintf("%.1f (%.1f)", float64(s.GapFillBytes)/1e6, float64(s.UnavoidableBytes)/1e6)
+	row("gap fills MB (no peer held / at all)", func(s Summary) string {
+		return fmt.Sprintf("%.1f (%.1f / %.1f)", float64(s.GapFillBytes)/1e6, float64(s.UnavoidableBytes)/1e6, float64(s.NoHolderBytes)/1e6)
 	})
 	offload := report.Plot{Title: "Offload over time", Kind: report.Line, XLabel: "time (s)", YLabel: "peer share of video bytes"}
 	origin := report.Plot{Title: "Origin traffic over time", Kind: report.Line, XLabel: "time (s)", YLabel: "Mbit/s"}

@@ -115,7 +115,7 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 		}
 	}
 	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}, sliceSetup: map[*emulator.Gateway]sliceSetup{},
-		replicas: map[int]map[*emulator.Gateway]bool{}, pushedWhole: map[int]bool{}}, nil
+		replicas: map[int]map[*emulator.Gateway]bool{}, pushedWhole: map[int]bool{}, gapFillsByCID: map[string]int64{}}, nil
 }
 
 // originIP is where the provider's origin sits in the datacenter.
@@ -138,8 +138,11 @@ type workload struct {
 	sessions    []*session
 	unavoidable int64 // origin bytes no other gateway held at the time of the fetch
 	gapFills    int64 // origin bytes of deadline gap fills
-	pushBytes   int64 // origin bytes of pushes
-	pushErrors  []string
+	noHolder    int64 // of which no other gateway held the piece at all
+	// gap-fill bytes by title CID: which titles the origin's viewing-phase bytes went to
+	gapFillsByCID map[string]int64
+	pushBytes     int64 // origin bytes of pushes
+	pushErrors    []string
 	// replicas are the gateways a title was pushed to, and pushedWhole the titles whose every
 	// push completed: their viewers there read locally, and the origin owes no first copy.
 	replicas    map[int]map[*emulator.Gateway]bool
@@ -214,12 +217,13 @@ func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
 // observeFetch checks, at the moment of a gap fill, whether any other live gateway held the
 // piece: if none did, no peer could have supplied it.
 func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
-	held := false
+	held, holder := false, false
 	for _, g := range w.env.Fleet.Gateways {
 		if g == self {
 			continue
 		}
 		if app := w.app(g.Node()); app != nil && app.HasPiece(f.CID, f.Piece) {
+			holder = true
 			w.mu.Lock()
 			spare := w.spareUp[g]
 			w.mu.Unlock()
@@ -237,8 +241,12 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 		w.pushBytes += f.Bytes
 	default:
 		w.gapFills += f.Bytes
+		w.gapFillsByCID[f.CID] += f.Bytes
 		if !held {
 			w.unavoidable += f.Bytes
+		}
+		if !holder {
+			w.noHolder += f.Bytes
 		}
 	}
 }

@@ -97,6 +97,20 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if nano.GapFillBytes > nano.OriginBytes+nano.PushOriginBytes {
 		t.Errorf("gap fills %d exceed origin bytes %d", nano.GapFillBytes, nano.OriginBytes)
 	}
+	// The origin account adds up: per title, and no-holder ⊆ unavoidable ⊆ gap fills.
+	var byTitle int64
+	for _, b := range nano.GapFillByTitle {
+		byTitle += b
+	}
+	if byTitle != nano.GapFillBytes {
+		t.Errorf("gap fills by title sum to %d, total %d", byTitle, nano.GapFillBytes)
+	}
+	if nano.NoHolderBytes > nano.UnavoidableBytes || nano.UnavoidableBytes > nano.GapFillBytes {
+		t.Errorf("no holder %d, unavoidable %d, gap fills %d: want each part of the next", nano.NoHolderBytes, nano.UnavoidableBytes, nano.GapFillBytes)
+	}
+	if nano.PeerWastedBytes > nano.PeerBytes || nano.LocalBytes < 0 {
+		t.Errorf("wasted %d of %d peer bytes, local %d", nano.PeerWastedBytes, nano.PeerBytes, nano.LocalBytes)
+	}
 	if len(sum.VariantOrder) != 2 {
 		t.Errorf("combined summary lists variants %v", sum.VariantOrder)
 	}
