@@ -215,39 +215,40 @@ func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
 }
 
 // observeFetch checks, at the moment of a gap fill, whether any other live gateway held the
-// piece: if none did, no peer could have supplied it.
+// piece: if none did with uplink to spare, no peer could have supplied it.
 func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
-	held, holder := false, false
+	if f.Reason == "push" {
+		w.mu.Lock()
+		w.pushBytes += f.Bytes
+		w.mu.Unlock()
+		return
+	}
+	heldAtAll, heldWithSpare := false, false
 	for _, g := range w.env.Fleet.Gateways {
 		if g == self {
 			continue
 		}
 		if app := w.app(g.Node()); app != nil && app.HasPiece(f.CID, f.Piece) {
-			holder = true
+			heldAtAll = true
 			w.mu.Lock()
 			spare := w.spareUp[g]
 			w.mu.Unlock()
 			// A holder could have supplied the piece in time only with upload capacity to spare.
 			if spare >= float64(w.p.BitrateBps)/8 {
-				held = true
+				heldWithSpare = true
 				break
 			}
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch f.Reason {
-	case "push":
-		w.pushBytes += f.Bytes
-	default:
-		w.gapFills += f.Bytes
-		w.gapFillsByCID[f.CID] += f.Bytes
-		if !held {
-			w.unavoidable += f.Bytes
-		}
-		if !holder {
-			w.noHolder += f.Bytes
-		}
+	w.gapFills += f.Bytes
+	w.gapFillsByCID[f.CID] += f.Bytes
+	if !heldWithSpare {
+		w.unavoidable += f.Bytes
+	}
+	if !heldAtAll {
+		w.noHolder += f.Bytes
 	}
 }
 
