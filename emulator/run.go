@@ -485,7 +485,7 @@ func (r *run) dhtCheck(ctx context.Context) DHTSummary {
 		mu    sync.Mutex
 		times []float64
 	)
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, r.sc.DHTCheckConcurrency)
 	for _, g := range lookups {
 		if g == provider {
 			continue

@@ -39,6 +39,11 @@ type Scenario struct {
 	// DHTCheckLookups is how many gateways look up the CID provided at the end of the run
 	// (the DHT check); a number >= the fleet size means all of them.
 	DHTCheckLookups int `yaml:"dht_check_lookups"`
+	// DHTCheckConcurrency is how many of those lookups run at once. Every lookup of one key
+	// ends at the same few nodes closest to it, so this sets the load on them: 16 at once
+	// saturated ADSL uplinks of a 1000-gateway fleet (docs/BENCHMARKS.md), which measures
+	// a hot spot, not whether every gateway can find the CID.
+	DHTCheckConcurrency int `yaml:"dht_check_concurrency"`
 	// Variants run the whole scenario once per entry, on the same seed (same topology,
 	// identities, workload and fault schedules), each with its own patch of the gateways'
 	// node configuration: the way to compare strategies. Empty: one run.
@@ -210,7 +215,8 @@ func ParseScenario(data []byte) (*Scenario, error) {
 		Node:        NodeSettings{ConnLow: 16, ConnHigh: 48, ConnGrace: 30 * time.Second, PingInterval: 10 * time.Second},
 		Validity:    Validity{MaxLatenessP99: 5 * time.Millisecond},
 
-		DHTCheckLookups: 20,
+		DHTCheckLookups:     20,
+		DHTCheckConcurrency: 4,
 	}
 	if err := yamlstrict.Unmarshal(data, s); err != nil {
 		return nil, err
@@ -347,6 +353,9 @@ func (s *Scenario) validate() error {
 	}
 	if s.DHTCheckLookups < 1 {
 		return errors.New("dht_check_lookups: must be at least 1")
+	}
+	if s.DHTCheckConcurrency < 1 {
+		return errors.New("dht_check_concurrency: must be at least 1")
 	}
 	if s.Validity.MaxLatenessP99 <= 0 {
 		return errors.New("validity.max_lateness_p99: must be positive")

@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -31,6 +32,9 @@ import (
 
 // ProtocolPrefix keeps nanodc's DHT apart from the public IPFS one.
 const ProtocolPrefix = "/nanodc"
+
+// publicDialTimeout is go-libp2p's dial timeout for public addresses.
+const publicDialTimeout = 15 * time.Second
 
 // FleetTopic carries fleet-wide events over GossipSub.
 const FleetTopic = "/nanodc/fleet/1"
@@ -131,8 +135,10 @@ type Overlay struct {
 	started time.Time
 	// sliceLimits holds the slices' resource-manager limits.
 	sliceLimits *sliceLimiter
-	ctx         context.Context
-	cancel      context.CancelFunc
+	// lookups closes what DHT lookups dialled once they are over.
+	lookups lookupConns
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	topicsMu sync.Mutex
 	topics   map[string]*pubsub.Topic
@@ -164,6 +170,7 @@ func New(cfg Config) (_ *Overlay, err error) {
 	}
 
 	o := &Overlay{cfg: cfg, log: cfg.Logger, topics: map[string]*pubsub.Topic{}, started: time.Now()}
+	o.lookups.o = o
 	// pubsub and the DHT live until this context ends; Close ends it.
 	o.ctx, o.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -201,7 +208,10 @@ func New(cfg Config) (_ *Overlay, err error) {
 		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
 	}
 	if cfg.PacketNetwork != nil {
-		opts = append(opts, quicOnPacketNetwork(cfg.PacketNetwork))
+		// An injected network's addresses sit in 127.0.0.0/8 but stand for public ones, so
+		// dials get the 15 s go-libp2p allows a public address, not the 5 s it allows a LAN
+		// one: a handshake across a loaded DSL uplink may well take longer than 5 s.
+		opts = append(opts, quicOnPacketNetwork(cfg.PacketNetwork), libp2p.SwarmOpts(swarm.WithDialTimeoutLocal(publicDialTimeout)))
 	} else {
 		opts = append(opts, libp2p.Transport(tcp.NewTCPTransport))
 	}
@@ -325,12 +335,8 @@ func (o *Overlay) bootstrapLoop(ctx context.Context) {
 	for {
 		switch n := len(o.host.Network().Peers()); {
 		case n == 0 && len(o.cfg.Bootstrap) > 0:
-			if o.connectBootstrap(ctx) > 0 {
+			if o.join(ctx) {
 				backoff = time.Second
-				// Bootstrap refreshes the routing table now rather than at the next period.
-				if err := o.dht.Bootstrap(ctx); err != nil && ctx.Err() == nil {
-					o.log.Warn("DHT bootstrap", "err", err)
-				}
 			} else {
 				backoff = min(2*backoff, time.Minute)
 			}
@@ -346,6 +352,32 @@ func (o *Overlay) bootstrapLoop(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// join dials the bootstrap peers and fills the routing table now rather than at the next
+// refresh period, then lets go of the farthest connections that took beyond the low
+// watermark (see lookupConns). It reports whether a bootstrap peer answered.
+func (o *Overlay) join(ctx context.Context) bool {
+	o.lookups.begin(o.cfg.ConnLow)
+	defer o.lookups.end()
+	if o.connectBootstrap(ctx) == 0 {
+		return false
+	}
+	// The DHT adds a peer to its table once identify has confirmed it speaks the DHT; a
+	// refresh asked for before that finds nobody to ask.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := o.WaitRoutable(wctx); err != nil {
+		return true
+	}
+	select {
+	case err := <-o.dht.RefreshRoutingTable():
+		if err != nil && ctx.Err() == nil {
+			o.log.Warn("DHT bootstrap", "err", err)
+		}
+	case <-ctx.Done():
+	}
+	return true
 }
 
 // minNeighbours is half the low watermark (at least 4, at most 8): enough for the DHT and

@@ -353,3 +353,104 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// TestLookupsCloseWhatTheyDialled: a DHT lookup dials the nodes closest to the key; once it
+// returns, the node keeps only the provider it found (and whatever it was connected to
+// before), so that a popular key does not pile idle connections on those nodes for the
+// connection manager's whole grace period. The DHT still works afterwards.
+func TestLookupsCloseWhatTheyDialled(t *testing.T) {
+	checkLeaks(t)
+	seed := startNode(t, overlay.Config{ConnLow: 100, ConnHigh: 200})
+	var nodes []*overlay.Overlay
+	for range 15 {
+		nodes = append(nodes, startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: 8, ConnHigh: 200}))
+	}
+	asker := nodes[0]
+	for i, o := range nodes {
+		eventually(t, 30*time.Second, fmt.Sprintf("node %d routing table", i), func() bool { return o.RoutingTableSize() >= 8 })
+	}
+	time.Sleep(3 * time.Second) // start-up lookups done
+	// Keep the asker's seed and four others (above its floor of 4 neighbours).
+	kept := 0
+	for _, p := range asker.Host().Network().Peers() {
+		if p != seed.ID() && kept < 4 {
+			kept++
+			continue
+		}
+		if p != seed.ID() {
+			_ = asker.Host().Network().ClosePeer(p)
+		}
+	}
+	var mu sync.Mutex
+	dialled := map[peer.ID]bool{}
+	asker.Host().Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if c.Stat().Direction == network.DirOutbound {
+			mu.Lock()
+			dialled[c.RemotePeer()] = true
+			mu.Unlock()
+		}
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lookupsThatDialled := 0
+	for i := range 6 {
+		provider := nodes[1+i]
+		c := testCID(t, fmt.Sprintf("title %d", i))
+		if err := provider.Provide(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		clear(dialled)
+		mu.Unlock()
+		start := time.Now()
+		found, err := asker.FindProviders(ctx, c, 1)
+		if err != nil || len(found) != 1 || found[0].ID != provider.ID() {
+			t.Fatalf("lookup %d: found %v, %v; want node %d", i, found, err, 1+i)
+		}
+		mu.Lock()
+		if len(dialled) > 0 && !(len(dialled) == 1 && dialled[provider.ID()]) {
+			lookupsThatDialled++
+		}
+		mu.Unlock()
+		for _, conn := range asker.Host().Network().Conns() {
+			st := conn.Stat()
+			if st.Direction == network.DirOutbound && !st.Opened.Before(start) && conn.RemotePeer() != provider.ID() {
+				t.Errorf("lookup %d left a connection it dialled to %s open", i, conn.RemotePeer())
+			}
+		}
+	}
+	if lookupsThatDialled == 0 {
+		t.Fatal("no lookup dialled a node it was not connected to: the test checked nothing")
+	}
+	t.Logf("%d of 6 lookups dialled new nodes; the asker has %d peers", lookupsThatDialled, len(asker.Host().Network().Peers()))
+}
+
+// TestJoinKeepsLowWatermark: joining fills the routing table by dialling many peers; once
+// the join is over the node keeps only as many connections as its low watermark asks for,
+// instead of holding them all for the connection manager's grace period. Its routing table
+// keeps every peer it learnt.
+func TestJoinKeepsLowWatermark(t *testing.T) {
+	checkLeaks(t)
+	seed := startNode(t, overlay.Config{ConnLow: 100, ConnHigh: 200})
+	for range 16 {
+		startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: 100, ConnHigh: 200})
+	}
+	time.Sleep(3 * time.Second) // the fleet's own joins are over
+	const low = 6
+	newcomer := startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: low, ConnHigh: 200})
+	eventually(t, 30*time.Second, "routing table", func() bool { return newcomer.RoutingTableSize() >= 10 })
+	time.Sleep(2 * time.Second)
+	out := map[peer.ID]bool{}
+	for _, c := range newcomer.Host().Network().Conns() {
+		if c.Stat().Direction == network.DirOutbound {
+			out[c.RemotePeer()] = true
+		}
+	}
+	if len(out) > low {
+		t.Errorf("after joining, %d peers dialled by the newcomer are still connected; want at most its low watermark %d", len(out), low)
+	}
+	if len(out) < 4 {
+		t.Errorf("after joining, only %d outbound neighbours; the floor is 4", len(out))
+	}
+	t.Logf("routing table %d peers, %d connections dialled by the newcomer kept, %d peers in all", newcomer.RoutingTableSize(), len(out), len(newcomer.Host().Network().Peers()))
+}

@@ -14,7 +14,9 @@ import (
 // Provide announces in the DHT that this node holds c.
 func (o *Overlay) Provide(ctx context.Context, c cid.Cid) error {
 	start := time.Now()
+	o.lookups.begin(o.minNeighbours())
 	err := o.dht.Provide(ctx, c, true)
+	o.lookups.end()
 	o.metrics.observeOp("provide", start, err)
 	if err != nil {
 		return fmt.Errorf("provide %s: %w", c, err)
@@ -28,12 +30,14 @@ func (o *Overlay) Provide(ctx context.Context, c cid.Cid) error {
 func (o *Overlay) FindProviders(ctx context.Context, c cid.Cid, limit int) ([]PeerInfo, error) {
 	start := time.Now()
 	var ids []peer.ID
+	o.lookups.begin(o.minNeighbours())
 	for ai := range o.dht.FindProvidersAsync(ctx, c, limit) {
 		if ai.ID == o.host.ID() || slices.Contains(ids, ai.ID) {
 			continue
 		}
 		ids = append(ids, ai.ID)
 	}
+	o.lookups.end(ids...)
 	if err := ctx.Err(); err != nil {
 		o.metrics.observeOp("find_providers", start, err)
 		return nil, fmt.Errorf("find providers of %s: %w", c, err)
