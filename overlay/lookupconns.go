@@ -128,7 +128,8 @@ func inUse(conns []network.Conn) bool {
 }
 
 // upkeepProtocol reports whether id is one the overlay speaks to every peer it connects to:
-// the DHT, identify, ping, pubsub, NAT helpers and nanodc's peer info.
+// the DHT, identify, ping, pubsub, NAT helpers and nanodc's peer info (a peer still
+// connected another way gets asked for its labels again at the next ping round).
 func upkeepProtocol(id protocol.ID) bool {
 	if id == InfoProtocol {
 		return true

@@ -136,6 +136,13 @@ func (p *proximity) pingAll(ctx context.Context) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			_, _ = p.ping(ctx, id)
+			// learn may have lost its connection half-way (a lookup's connection closed
+			// while the peer stayed connected by another): ask again for labels never had.
+			if !p.hasLabels(id) {
+				if ok, _ := p.host.Peerstore().SupportsProtocols(id, InfoProtocol); len(ok) > 0 {
+					p.fetchInfo(ctx, id)
+				}
+			}
 		})
 	}
 	wg.Wait()
