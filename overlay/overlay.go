@@ -380,9 +380,11 @@ func (o *Overlay) join(ctx context.Context) bool {
 	return true
 }
 
-// minNeighbours is half the low watermark (at least 4, at most 8): enough for the DHT and
-// gossip to stay healthy, well below what trimming aims at.
-func (o *Overlay) minNeighbours() int { return min(max(o.cfg.ConnLow/2, 4), 8) }
+// minNeighbours is 8, or the low watermark if that is lower: enough for the DHT and gossip
+// to stay healthy, and never above what trimming aims at. (It was half the low watermark
+// until joins stopped keeping every connection they dialled: a gateway with a low watermark
+// of 12 could then sit at 6-7 peers after faults.)
+func (o *Overlay) minNeighbours() int { return max(min(o.cfg.ConnLow, 8), 1) }
 
 // topUpNeighbours dials up to want routing-table peers we are not connected to, nearest
 // (by labels) first.

@@ -362,8 +362,12 @@ func TestLookupsCloseWhatTheyDialled(t *testing.T) {
 	checkLeaks(t)
 	seed := startNode(t, overlay.Config{ConnLow: 100, ConnHigh: 200})
 	var nodes []*overlay.Overlay
-	for range 15 {
-		nodes = append(nodes, startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: 8, ConnHigh: 200}))
+	for i := range 15 {
+		low := 8
+		if i == 0 {
+			low = 4 // the asker: its neighbour floor is 4
+		}
+		nodes = append(nodes, startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: low, ConnHigh: 200}))
 	}
 	asker := nodes[0]
 	for i, o := range nodes {
