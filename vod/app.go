@@ -81,7 +81,8 @@ type Options struct {
 	// shaped virtual network. Default: a plain http.Client.
 	OriginClient *http.Client
 	Strategy     Strategy
-	// MaxPeers is how many peers per title the gateway connects to (nearest first). Default 8.
+	// MaxPeers is how many peers per title the gateway connects to (our ISP's first, nearest
+	// first). Default 8.
 	MaxPeers int
 	// StartupTarget is how soon after a stream starts its first bytes are due: the deadline
 	// the scheduler plans the first pieces against. Default 700 ms.
@@ -574,27 +575,25 @@ func (a *App) discover(ti *title) {
 			a.log.Debug("vod: find providers", "title", ti.entry.Name, "err", err)
 			return
 		}
-		for _, g := range a.gossipHolders(ti.cid) {
-			if !slices.ContainsFunc(found, func(p overlay.PeerInfo) bool { return p.ID == g.ID }) {
-				found = append(found, g)
-			}
-		}
-		a.addPeers(t, a.pick(found))
+		a.addPeers(t, a.pick(append(found, a.gossipHolders(ti.cid)...)))
 	})
 }
 
-// pick chooses whom to connect to: the nearest for nanodc (overlay.Closer: measured RTT,
-// then same access node, same ISP), a random sample for the bittorrent baseline (a
-// tracker hands out random peers).
+// pick chooses whom to connect to: for nanodc our ISP's holders first and other ISPs only
+// to make up for what ours lack (pickNearest); for the bittorrent baseline a random sample
+// (a tracker hands out random peers).
 func (a *App) pick(cands []overlay.PeerInfo) []overlay.PeerInfo {
-	cands = slices.Clone(cands)
 	if a.opts.Strategy == StrategyNanodc {
-		slices.SortFunc(cands, overlay.Closer)
-	} else {
-		rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+		return pickNearest(a.ov.ID(), cands, a.opts.MaxPeers)
 	}
+	cands = mergeByID(a.ov.ID(), cands)
+	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
 	return cands[:min(len(cands), a.opts.MaxPeers)]
 }
+
+// peerSourceOverlay marks the BitTorrent connections this gateway dialled to peers the
+// overlay found (anacrolix marks those it accepted otherwise).
+const peerSourceOverlay torrent.PeerSource = "nanodc-overlay"
 
 func (a *App) addPeers(t *torrent.Torrent, found []overlay.PeerInfo) {
 	peers := make([]torrent.PeerInfo, 0, len(found))
@@ -602,7 +601,7 @@ func (a *App) addPeers(t *torrent.Torrent, found []overlay.PeerInfo) {
 		if p.ID == a.ov.ID() || a.isBanned(syntheticAddr(p.ID).Addr()) {
 			continue
 		}
-		peers = append(peers, torrent.PeerInfo{Addr: a.tr.addrOf(p.ID), Source: "nanodc-overlay"})
+		peers = append(peers, torrent.PeerInfo{Addr: a.tr.addrOf(p.ID), Source: peerSourceOverlay})
 	}
 	if len(peers) > 0 {
 		t.AddPeers(peers)
@@ -610,16 +609,24 @@ func (a *App) addPeers(t *torrent.Torrent, found []overlay.PeerInfo) {
 }
 
 // discoverForActive looks for more peers for titles being streamed or pushed that have fewer
-// connected peers than wanted.
+// connected peers than wanted, or (nanodc) fewer of our ISP's than wanted, and lets go of
+// peers of other ISPs once ours suffice (trimOutside).
 func (a *App) discoverForActive() {
 	if a.client == nil {
 		return
 	}
 	a.mu.Lock()
 	var want []*title
+	next := map[*title]int{} // the earliest stream's next piece, per streamed title
 	for s := range a.streams {
 		if !slices.Contains(want, s.title) {
 			want = append(want, s.title)
+		}
+		if plen := s.title.entry.PieceLength; plen > 0 {
+			p := int(s.position() / plen)
+			if n, ok := next[s.title]; !ok || p < n {
+				next[s.title] = p
+			}
 		}
 	}
 	for _, ti := range a.titles {
@@ -629,10 +636,62 @@ func (a *App) discoverForActive() {
 	}
 	a.mu.Unlock()
 	for _, ti := range want {
-		if ti.t != nil && len(ti.t.PeerConns()) < a.opts.MaxPeers && !ti.t.Complete().Bool() {
+		if ti.t == nil || ti.t.Complete().Bool() {
+			continue
+		}
+		conns := ti.t.PeerConns()
+		short := len(conns) < a.opts.MaxPeers
+		if a.opts.Strategy == StrategyNanodc {
+			inside := a.insideHolders(conns, -1)
+			short = short || 2*inside < a.opts.MaxPeers
+			if n, streamed := next[ti]; streamed {
+				a.trimOutside(ti, conns, n)
+			}
+		}
+		if short {
 			a.discover(ti)
 		}
 	}
+}
+
+// trimOutside closes the connections we opened to gateways outside our ISP for a title once
+// at least half of MaxPeers connected peers of our ISP hold what the stream needs next (the
+// piece a readahead ahead of next): they were dialled to make up for holders our ISP lacked,
+// and an idle one elsewhere would otherwise carry most of the stream (TestTrimsOtherISPs).
+// Connections other gateways opened to us stay: they may have no holder nearer than us.
+func (a *App) trimOutside(ti *title, conns []*torrent.PeerConn, next int) {
+	if ti.t.Info() == nil || ti.entry.PieceLength <= 0 {
+		return
+	}
+	ahead := next + int(a.opts.Readahead.Seconds()*float64(ti.entry.BitrateBps)/8/float64(ti.entry.PieceLength))
+	ahead = min(ahead, ti.t.NumPieces()-1)
+	if 2*a.insideHolders(conns, ahead) < a.opts.MaxPeers {
+		return
+	}
+	for _, pc := range conns {
+		if pc.Discovery != peerSourceOverlay {
+			continue
+		}
+		if id, err := a.tr.peerOf(pc.RemoteAddr.String()); err == nil && localTier(a.ov.PeerInfo(id)) == 3 {
+			pc.Close()
+		}
+	}
+}
+
+// insideHolders counts the connected peers in our ISP that hold piece (any peer when piece
+// is negative).
+func (a *App) insideHolders(conns []*torrent.PeerConn, piece int) int {
+	n := 0
+	for _, pc := range conns {
+		id, err := a.tr.peerOf(pc.RemoteAddr.String())
+		if err != nil || localTier(a.ov.PeerInfo(id)) > 1 {
+			continue
+		}
+		if piece < 0 || pc.PeerPieces().Contains(uint32(piece)) {
+			n++
+		}
+	}
+	return n
 }
 
 // pacedTransport paces the bodies of origin responses through the download limiter.

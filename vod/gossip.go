@@ -27,27 +27,36 @@ const (
 	holderTTL      = 30 * time.Minute
 )
 
+// haveMessage says which title a gateway holds and where the gateway is, so that a viewer
+// can prefer holders in its own ISP without first connecting to them to learn their labels.
+// The labels are the holder's own claim, as in the overlay's info exchange.
 type haveMessage struct {
-	CID string `json:"cid"`
+	CID        string `json:"cid"`
+	ISP        string `json:"isp,omitempty"`
+	AccessNode string `json:"access_node,omitempty"`
 }
 
 // decodeHave parses a gossip message from an untrusted peer.
-func decodeHave(b []byte) (cid.Cid, error) {
+func decodeHave(b []byte) (cid.Cid, overlay.Labels, error) {
 	if len(b) > maxHaveMessage {
-		return cid.Undef, fmt.Errorf("have message: %d bytes, at most %d", len(b), maxHaveMessage)
+		return cid.Undef, overlay.Labels{}, fmt.Errorf("have message: %d bytes, at most %d", len(b), maxHaveMessage)
 	}
 	var m haveMessage
 	if err := json.Unmarshal(b, &m); err != nil {
-		return cid.Undef, fmt.Errorf("have message: %w", err)
+		return cid.Undef, overlay.Labels{}, fmt.Errorf("have message: %w", err)
 	}
 	c, err := cid.Decode(m.CID)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("have message: cid: %w", err)
+		return cid.Undef, overlay.Labels{}, fmt.Errorf("have message: cid: %w", err)
 	}
 	if c.Prefix().Codec != cid.Raw {
-		return cid.Undef, errors.New("have message: cid: not a raw-codec title CID")
+		return cid.Undef, overlay.Labels{}, errors.New("have message: cid: not a raw-codec title CID")
 	}
-	return c, nil
+	l := overlay.Labels{ISP: m.ISP, AccessNode: m.AccessNode}
+	if err := l.Validate(); err != nil {
+		return cid.Undef, overlay.Labels{}, fmt.Errorf("have message: %w", err)
+	}
+	return c, l, nil
 }
 
 // holders remembers the gateways that recently said they hold a title.
@@ -57,31 +66,32 @@ type holders struct {
 }
 
 type holder struct {
-	id peer.ID
-	at time.Time
+	id     peer.ID
+	labels overlay.Labels // as the holder announced them
+	at     time.Time
 }
 
-func (h *holders) add(c string, id peer.ID, now time.Time) {
+func (h *holders) add(c string, id peer.ID, labels overlay.Labels, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil {
 		h.m = map[string][]holder{}
 	}
 	list := slices.DeleteFunc(h.m[c], func(x holder) bool { return x.id == id || now.Sub(x.at) > holderTTL })
-	list = append(list, holder{id, now})
+	list = append(list, holder{id, labels, now})
 	if len(list) > holdersPerCID {
 		list = list[len(list)-holdersPerCID:]
 	}
 	h.m[c] = list
 }
 
-func (h *holders) of(c string, now time.Time) []peer.ID {
+func (h *holders) of(c string, now time.Time) []holder {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []peer.ID
+	var out []holder
 	for _, x := range h.m[c] {
 		if now.Sub(x.at) <= holderTTL {
-			out = append(out, x.id)
+			out = append(out, x)
 		}
 	}
 	return out
@@ -104,13 +114,13 @@ func (a *App) runGossip(topic *pubsub.Topic) {
 		if from == a.ov.ID() {
 			continue
 		}
-		c, err := decodeHave(msg.Data)
+		c, labels, err := decodeHave(msg.Data)
 		if err != nil {
 			a.log.Debug("vod: gossip", "from", from, "err", err)
 			continue
 		}
 		if _, known := a.lookup(c.String()); known {
-			a.holders.add(c.String(), from, time.Now())
+			a.holders.add(c.String(), from, labels, time.Now())
 		}
 	}
 }
@@ -120,7 +130,8 @@ func (a *App) announceHave(c cid.Cid) {
 	if a.topic == nil {
 		return
 	}
-	b, _ := json.Marshal(haveMessage{CID: c.String()})
+	self := a.ov.Labels()
+	b, _ := json.Marshal(haveMessage{CID: c.String(), ISP: self.ISP, AccessNode: self.AccessNode})
 	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 	defer cancel()
 	if err := a.topic.Publish(ctx, b); err != nil && a.ctx.Err() == nil {
@@ -128,12 +139,17 @@ func (a *App) announceHave(c cid.Cid) {
 	}
 }
 
-// gossipHolders are the recent holders of a title as overlay peers (RTT and labels where the
-// overlay knows them).
+// gossipHolders are the recent holders of a title as overlay peers: RTT and labels where the
+// overlay knows them, else the labels the holder announced.
 func (a *App) gossipHolders(c cid.Cid) []overlay.PeerInfo {
 	var out []overlay.PeerInfo
-	for _, id := range a.holders.of(c.String(), time.Now()) {
-		out = append(out, a.ov.PeerInfo(id))
+	self := a.ov.Labels()
+	for _, h := range a.holders.of(c.String(), time.Now()) {
+		pi := a.ov.PeerInfo(h.id)
+		if pi.Labels.ISP == "" && h.labels.ISP != "" {
+			pi.Labels, pi.Locality = h.labels, overlay.Locality(self, h.labels)
+		}
+		out = append(out, pi)
 	}
 	return out
 }

@@ -132,9 +132,13 @@ func FuzzDecodePushRequest(f *testing.F) {
 
 func TestDecodeHaveAndHolders(t *testing.T) {
 	good := `{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}`
-	c, err := decodeHave([]byte(good))
-	if err != nil || c.String() != "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy" {
-		t.Fatalf("valid message: %v %v", c, err)
+	c, l, err := decodeHave([]byte(good))
+	if err != nil || c.String() != "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy" || l.ISP != "" {
+		t.Fatalf("valid message without labels: %v %v %v", c, l, err)
+	}
+	withLabels := `{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","isp":"isp-a","access_node":"an-3"}`
+	if _, l, err := decodeHave([]byte(withLabels)); err != nil || l.ISP != "isp-a" || l.AccessNode != "an-3" {
+		t.Fatalf("valid message with labels: %+v %v", l, err)
 	}
 	for name, in := range map[string]string{
 		"not json":  "x",
@@ -143,19 +147,20 @@ func TestDecodeHaveAndHolders(t *testing.T) {
 		"dag-pb":    `{"cid":"QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"}`,
 		"too long":  `{"cid":"` + string(bytes.Repeat([]byte("a"), 300)) + `"}`,
 		"extra key": `{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","x":1}`,
+		"bad label": `{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","isp":"\xff"}`,
 	} {
-		if _, err := decodeHave([]byte(in)); err == nil && name != "extra key" {
+		if _, _, err := decodeHave([]byte(in)); err == nil && name != "extra key" {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	var h holders
 	now := time.Now()
 	for i := range holdersPerCID + 10 {
-		h.add("c", peer.ID(fmt.Sprint(i)), now)
+		h.add("c", peer.ID(fmt.Sprint(i)), overlay.Labels{}, now)
 	}
-	h.add("c", peer.ID("0"), now) // again: moves, does not duplicate
-	if got := h.of("c", now); len(got) != holdersPerCID || got[len(got)-1] != "0" {
-		t.Fatalf("holders: %d (last %q), want %d with the latest last", len(got), got[len(got)-1], holdersPerCID)
+	h.add("c", peer.ID("0"), overlay.Labels{ISP: "isp-b"}, now) // again: moves, does not duplicate
+	if got := h.of("c", now); len(got) != holdersPerCID || got[len(got)-1].id != "0" || got[len(got)-1].labels.ISP != "isp-b" {
+		t.Fatalf("holders: %d (last %+v), want %d with the latest last", len(got), got[len(got)-1], holdersPerCID)
 	}
 	if got := h.of("c", now.Add(holderTTL+time.Second)); len(got) != 0 {
 		t.Fatalf("expired holders still listed: %d", len(got))
@@ -165,10 +170,11 @@ func TestDecodeHaveAndHolders(t *testing.T) {
 func FuzzDecodeHave(f *testing.F) {
 	f.Add([]byte(`{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}`))
 	f.Add([]byte(`{"cid":""}`))
+	f.Add([]byte(`{"cid":"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy","isp":"isp-a","access_node":"an-1"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := decodeHave(b)
-		if err == nil && (!c.Defined() || c.Prefix().Codec != 0x55) {
-			t.Fatalf("accepted %v", c)
+		c, l, err := decodeHave(b)
+		if err == nil && (!c.Defined() || c.Prefix().Codec != 0x55 || l.Validate() != nil) {
+			t.Fatalf("accepted %v %+v", c, l)
 		}
 	})
 }

@@ -108,14 +108,23 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// addGateway starts a gateway behind a 20 Mbit/s, 5 ms link.
+// addGateway starts a gateway in isp-a, access node an-1, behind a 20 Mbit/s, 5 ms link.
 func (f *fixture) addGateway(opts vod.Options) *gateway {
+	f.t.Helper()
+	return f.addGatewayAt(opts, overlay.Labels{ISP: "isp-a", AccessNode: "an-1"}, 5*time.Millisecond, 20e6)
+}
+
+// addGatewayAt starts a gateway with these labels behind a link of this delay, 20 Mbit/s up
+// and down Mbit/s down.
+func (f *fixture) addGatewayAt(opts vod.Options, labels overlay.Labels, delay time.Duration, down int64) *gateway {
 	t := f.t
 	t.Helper()
 	i := len(f.nodes)
 	ip := net.IPv4(127, 43, 0, byte(i+1))
-	link := vnet.LinkConfig{RateBps: 20e6, QueueBytes: 200_000, Delay: 5 * time.Millisecond}
-	h, err := f.vn.AddHost(vnet.HostConfig{IP: ip, Site: "an-1", Up: link, Down: link})
+	up := vnet.LinkConfig{RateBps: 20e6, QueueBytes: 200_000, Delay: delay}
+	dn := up
+	dn.RateBps = down
+	h, err := f.vn.AddHost(vnet.HostConfig{IP: ip, Site: labels.AccessNode, Up: up, Down: dn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +137,7 @@ func (f *fixture) addGateway(opts vod.Options) *gateway {
 		PingInterval:  time.Second,
 		PacketNetwork: h,
 		ListenAddrs:   []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/%s/udp/4001/quic-v1", ip))},
-		Labels:        overlay.Labels{ISP: "isp-a", AccessNode: "an-1"},
+		Labels:        labels,
 	}
 	if i > 0 {
 		cfg.Bootstrap = []peer.AddrInfo{{ID: f.nodes[0].ov.ID(), Addrs: f.nodes[0].ov.Addrs()}}
@@ -302,6 +311,99 @@ func TestSwarmStreamsFromPeers(t *testing.T) {
 	hr.Body.Close()
 	if hr.StatusCode != 200 || hr.ContentLength != int64(len(f.file)) || hr.Header.Get("Content-Type") != "video/mp4" || hr.Header.Get("Accept-Ranges") != "bytes" {
 		t.Errorf("HEAD: %s length %d type %q ranges %q", hr.Status, hr.ContentLength, hr.Header.Get("Content-Type"), hr.Header.Get("Accept-Ranges"))
+	}
+}
+
+// TestStreamsFromOwnISP: holders in the viewer's ISP sit behind slow links, those of another
+// ISP behind fast ones, so by RTT the other ISP looks nearer; the viewer still streams from
+// its own ISP and no byte crosses ISPs.
+func TestStreamsFromOwnISP(t *testing.T) {
+	f := newFixture(t, 2<<20, 4e6)
+	var ours, theirs []*gateway
+	for i := range 3 {
+		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6))
+		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6))
+	}
+	viewer := f.addGatewayAt(vod.Options{MaxPeers: 3}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6)
+	f.waitRoutable()
+	for _, g := range append(ours, theirs...) {
+		f.push(g)
+	}
+	// The viewer has measured every holder: the other ISP's are nearer by RTT.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var near, far time.Duration
+		for _, g := range ours {
+			far = max(far, viewer.ov.PeerInfo(g.ov.ID()).RTT)
+		}
+		near = time.Hour
+		for _, g := range theirs {
+			near = min(near, viewer.ov.PeerInfo(g.ov.ID()).RTT)
+		}
+		if near > 0 && near < time.Hour && far > near {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("viewer's RTTs never measured: other ISP nearest %v, ours farthest %v", near, far)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	f.up.Store(false)
+	f.checkWhole(viewer)
+	st := viewer.app.Stats()
+	if st.PeerBytes < int64(len(f.file)) {
+		t.Fatalf("viewer got %d bytes from peers, want at least the title (%d)", st.PeerBytes, len(f.file))
+	}
+	if st.CrossISPPeer != 0 {
+		t.Errorf("%d of %d peer bytes crossed ISPs while the viewer's ISP held the title three times", st.CrossISPPeer, st.PeerBytes)
+	}
+}
+
+// TestTrimsOtherISPs: a viewer whose ISP holds nothing streams from another ISP; once holders
+// of its own ISP appear mid-stream it switches to them, and the rest of the stream stays in
+// the ISP.
+func TestTrimsOtherISPs(t *testing.T) {
+	f := newFixture(t, 2<<20, 400e3)
+	var ours, theirs []*gateway
+	for i := range 3 {
+		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6))
+	}
+	for i := range 3 {
+		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6))
+	}
+	// A 1.2 Mbit/s downlink: the stream lasts about 14 s, long enough for holders to appear
+	// during it. (Not a DownloadLimiter: anacrolix opens no connection while one is drained.)
+	viewer := f.addGatewayAt(vod.Options{MaxPeers: 4}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 1.2e6)
+	f.waitRoutable()
+	for _, g := range theirs {
+		f.push(g)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); f.checkWhole(viewer) }()
+	waitFor(t, 20*time.Second, "the viewer streaming from the other ISP", func() bool { return viewer.app.Stats().CrossISPPeer > 200e3 })
+	for _, g := range ours {
+		f.push(g)
+	}
+	time.Sleep(6 * time.Second) // a discovery round (every 2 s, at most every 3 s) and a trim
+	before := viewer.app.Stats()
+	<-done
+	after := viewer.app.Stats()
+	got, cross := after.PeerBytes-before.PeerBytes, after.CrossISPPeer-before.CrossISPPeer
+	if got < 300e3 {
+		t.Fatalf("only %d bytes came from peers after our ISP's holders appeared: the test needs a longer stream", got)
+	}
+	if cross*10 > got {
+		t.Errorf("after our ISP's holders appeared, %d of %d peer bytes still crossed ISPs", cross, got)
+	}
+}
+
+// waitFor polls cond until it holds or the time is up.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
 
