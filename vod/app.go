@@ -220,6 +220,10 @@ type title struct {
 	rateAt     time.Time
 	rateBytes  int64
 	rate       float64
+	// lastShort is when a stream of the title last needed the origin for a piece its
+	// connected peers could not deliver in time (after discoveryGrace): our ISP's peers
+	// were short, and peers elsewhere are welcome (shortOfPeers).
+	lastShort time.Time
 }
 
 // New opens the cache in opts.Dir and starts the torrent client on the overlay's host.
@@ -566,7 +570,7 @@ func (a *App) discover(ti *title) {
 	a.wg.Go(func() {
 		// Gossip first: holders announced seconds ago, known without a lookup.
 		if gossip := a.gossipHolders(ti.cid); len(gossip) > 0 {
-			a.addPeers(t, a.pick(gossip))
+			a.addPeers(t, a.pick(ti, gossip))
 		}
 		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 		defer cancel()
@@ -575,16 +579,16 @@ func (a *App) discover(ti *title) {
 			a.log.Debug("vod: find providers", "title", ti.entry.Name, "err", err)
 			return
 		}
-		a.addPeers(t, a.pick(append(found, a.gossipHolders(ti.cid)...)))
+		a.addPeers(t, a.pick(ti, append(found, a.gossipHolders(ti.cid)...)))
 	})
 }
 
 // pick chooses whom to connect to: for nanodc our ISP's holders first and other ISPs only
 // to make up for what ours lack (pickNearest); for the bittorrent baseline a random sample
 // (a tracker hands out random peers).
-func (a *App) pick(cands []overlay.PeerInfo) []overlay.PeerInfo {
+func (a *App) pick(ti *title, cands []overlay.PeerInfo) []overlay.PeerInfo {
 	if a.opts.Strategy == StrategyNanodc {
-		return pickNearest(a.ov.ID(), cands, a.opts.MaxPeers)
+		return pickNearest(a.ov.ID(), cands, a.opts.MaxPeers, ti.shortOfPeers(time.Now()))
 	}
 	cands = mergeByID(a.ov.ID(), cands)
 	rand.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
@@ -643,8 +647,9 @@ func (a *App) discoverForActive() {
 		short := len(conns) < a.opts.MaxPeers
 		if a.opts.Strategy == StrategyNanodc {
 			inside := a.insideHolders(conns, -1)
-			short = short || 2*inside < a.opts.MaxPeers
-			if n, streamed := next[ti]; streamed {
+			struggling := ti.shortOfPeers(time.Now())
+			short = short || 2*inside < a.opts.MaxPeers || struggling
+			if n, streamed := next[ti]; streamed && !struggling {
 				a.trimOutside(ti, conns, n)
 			}
 		}
@@ -656,9 +661,10 @@ func (a *App) discoverForActive() {
 
 // trimOutside closes the connections we opened to gateways outside our ISP for a title once
 // at least half of MaxPeers connected peers of our ISP hold what the stream needs next (the
-// piece a readahead ahead of next): they were dialled to make up for holders our ISP lacked,
-// and an idle one elsewhere would otherwise carry most of the stream (TestTrimsOtherISPs).
-// Connections other gateways opened to us stay: they may have no holder nearer than us.
+// piece a readahead ahead of next) and they keep up (the caller checks shortOfPeers): the
+// outside ones were dialled to make up for what our ISP lacked, and an idle one elsewhere
+// would otherwise carry most of the stream (TestTrimsOtherISPs). Connections other gateways
+// opened to us stay: they may have no holder nearer than us.
 func (a *App) trimOutside(ti *title, conns []*torrent.PeerConn, next int) {
 	if ti.t.Info() == nil || ti.entry.PieceLength <= 0 {
 		return
@@ -672,7 +678,7 @@ func (a *App) trimOutside(ti *title, conns []*torrent.PeerConn, next int) {
 		if pc.Discovery != peerSourceOverlay {
 			continue
 		}
-		if id, err := a.tr.peerOf(pc.RemoteAddr.String()); err == nil && localTier(a.ov.PeerInfo(id)) == 3 {
+		if id, err := a.tr.peerOf(pc.RemoteAddr.String()); err == nil && localTier(a.ov.PeerInfo(id)) == 2 {
 			pc.Close()
 		}
 	}
@@ -684,7 +690,7 @@ func (a *App) insideHolders(conns []*torrent.PeerConn, piece int) int {
 	n := 0
 	for _, pc := range conns {
 		id, err := a.tr.peerOf(pc.RemoteAddr.String())
-		if err != nil || localTier(a.ov.PeerInfo(id)) > 1 {
+		if err != nil || localTier(a.ov.PeerInfo(id)) != 0 {
 			continue
 		}
 		if piece < 0 || pc.PeerPieces().Contains(uint32(piece)) {

@@ -92,6 +92,13 @@ func (a *App) scheduleStream(s *stream, now time.Time) {
 		if ti.originInflight() >= maxOriginPerTitle {
 			break
 		}
+		// Once discovery had its time, a piece the peers will not deliver in time means the
+		// ISP's peers are short, and peers elsewhere are welcome. (Marking the first seconds
+		// of a stream too, when its peers are still connecting, added outside peers to most
+		// streams and took no byte off the origin in the demo: docs/BENCHMARKS.md session 8.)
+		if now.Sub(s.created) >= discoveryGrace {
+			ti.markShort(now)
+		}
 		a.fillFromOrigin(ti, i, "deadline")
 	}
 }

@@ -3,29 +3,31 @@ package vod
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/nanodc/nanodc/overlay"
 )
 
-// localTier ranks a peer by where it is: 0 same access node, 1 same ISP, 2 labels unknown
-// (it may be either), 3 another ISP. Labels come from the overlay's info exchange or the
-// holder's gossip announcement.
+// localTier ranks a peer by where it is: 0 our ISP, 1 labels unknown (it may be either),
+// 2 another ISP. Labels come from the overlay's info exchange or the holder's gossip
+// announcement. Within our ISP the access node is not a tier: RTT orders the ISP's peers,
+// and under load it is what tells a busy uplink from an idle one.
 func localTier(p overlay.PeerInfo) int {
 	switch {
 	case p.Labels.ISP == "":
-		return 2
+		return 1
 	case p.Locality == 2:
-		return 3
+		return 2
 	}
-	return p.Locality
+	return 0
 }
 
-// nearerForStreaming orders peers by tier, then by measured RTT within a tier. Tier comes
-// first because an RTT measured while uplinks are busy is mostly queueing: in a flash crowd
-// every holder's uplink is loaded, and RTT-first ordering picked the other ISP about as often
-// as our own (47 % of peer bytes crossed ISPs, docs/BENCHMARKS.md session 8).
+// nearerForStreaming orders peers by tier, then by measured RTT within a tier. The tier
+// comes first because an RTT measured while uplinks are busy is mostly queueing: in a flash
+// crowd every holder's uplink is loaded, and RTT-first ordering picked the other ISP about as
+// often as our own (35-47 % of peer bytes crossed ISPs, docs/BENCHMARKS.md session 8).
 func nearerForStreaming(a, b overlay.PeerInfo) int {
 	if ta, tb := localTier(a), localTier(b); ta != tb {
 		return cmp.Compare(ta, tb)
@@ -33,24 +35,46 @@ func nearerForStreaming(a, b overlay.PeerInfo) int {
 	return overlay.Closer(a, b)
 }
 
-// pickNearest chooses up to n peers to connect to for a title: our ISP's first (same access
-// node, then the rest of the ISP, nearest first), and peers of unknown place and other ISPs
-// only while our ISP has fewer than half of n to offer. This is biased neighbour selection
-// (Bindal et al., ICDCS 2006) taken to its end: the ISPs' swarms need no standing link
-// between them, since the origin fills what peers cannot deliver in time, and even one fast
-// peer elsewhere carried most of a stream in TestStreamsFromOwnISP.
-func pickNearest(self peer.ID, cands []overlay.PeerInfo, n int) []overlay.PeerInfo {
+// shortMemory is how long after a stream last needed the origin for want of peers its title
+// still counts as short of peers.
+const shortMemory = 10 * time.Second
+
+func (ti *title) markShort(now time.Time) {
+	ti.fmu.Lock()
+	defer ti.fmu.Unlock()
+	ti.lastShort = now
+}
+
+// shortOfPeers tells whether a stream of the title recently needed the origin for a piece
+// its connected peers could not deliver in time.
+func (ti *title) shortOfPeers(now time.Time) bool {
+	ti.fmu.Lock()
+	defer ti.fmu.Unlock()
+	return !ti.lastShort.IsZero() && now.Sub(ti.lastShort) < shortMemory
+}
+
+// pickNearest chooses peers to connect to for a title: up to n of our ISP's (nearest first),
+// and peers of unknown place and other ISPs only to make up the n while our ISP offers fewer
+// than n/2, or, when short (our ISP's peers left a stream to the origin), up to n/2 of them
+// besides. Even one fast peer elsewhere carried most of a stream in TestStreamsFromOwnISP,
+// so none is taken while the ISP has enough. The origin is outside the ISP too: when the ISP's peers fall short, a
+// holder elsewhere costs the ISP no more than the origin and spares the provider. Peers
+// elsewhere are let go once ours carry the stream (App.trimOutside).
+func pickNearest(self peer.ID, cands []overlay.PeerInfo, n int, short bool) []overlay.PeerInfo {
 	cands = mergeByID(self, cands)
 	slices.SortFunc(cands, nearerForStreaming)
 	inside := 0
 	for _, c := range cands {
-		if localTier(c) <= 1 {
+		if localTier(c) == 0 {
 			inside++
 		}
 	}
 	inside = min(inside, n)
 	outside := n - inside
-	if 2*inside >= n {
+	switch {
+	case short:
+		outside = max(outside, n/2)
+	case 2*inside >= n:
 		outside = 0
 	}
 	return cands[:min(len(cands), inside+outside)]

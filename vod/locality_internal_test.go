@@ -23,8 +23,8 @@ func ids(ps []overlay.PeerInfo) string {
 }
 
 // TestPickNearestKeepsToOurISP: busy uplinks make our ISP's holders look farther by RTT than
-// idle ones elsewhere; they are still picked first, and other ISPs only make up for what ours
-// lacks.
+// idle ones elsewhere; they are still picked first, other ISPs only make up for what ours
+// lacks, and some come when our ISP's peers fell short.
 func TestPickNearestKeepsToOurISP(t *testing.T) {
 	var cands []overlay.PeerInfo
 	for i := range 4 {
@@ -38,22 +38,27 @@ func TestPickNearestKeepsToOurISP(t *testing.T) {
 	}
 	cands = append(cands, overlay.PeerInfo{ID: "unknown", RTT: 5 * time.Millisecond}, placed("self", "isp-a", 0, 0))
 
-	got := ids(pickNearest("self", cands, 8))
-	if want := "an0 an1 isp0 isp1 isp2 isp3 "; got != want {
-		t.Errorf("6 holders in our ISP, 8 wanted: picked %q, want %q (ours only, by tier then RTT)", got, want)
+	got := ids(pickNearest("self", cands, 8, false))
+	if want := "isp0 isp1 isp2 isp3 an0 an1 "; got != want {
+		t.Errorf("6 holders in our ISP, 8 wanted: picked %q, want %q (ours only, by RTT)", got, want)
 	}
-	if got, want := ids(pickNearest("self", cands, 4)), "an0 an1 isp0 isp1 "; got != want {
+	if got, want := ids(pickNearest("self", cands, 4, false)), "isp0 isp1 isp2 isp3 "; got != want {
 		t.Errorf("4 wanted: picked %q, want %q", got, want)
+	}
+	// Our ISP's peers fell short (a stream needed the origin): half as many again from
+	// elsewhere, unknown place first, since the origin is outside the ISP too.
+	if got, want := ids(pickNearest("self", cands, 8, true)), "isp0 isp1 isp2 isp3 an0 an1 unknown far0 far1 far2 "; got != want {
+		t.Errorf("short of peers: picked %q, want %q", got, want)
 	}
 	// Our ISP holds one: the others make up for it, unknown place first, then nearest.
 	few := append([]overlay.PeerInfo{cands[8]}, cands[:4]...)
 	few = append(few, cands[10])
-	if got, want := ids(pickNearest("self", few, 8)), "an0 unknown far0 far1 far2 far3 "; got != want {
+	if got, want := ids(pickNearest("self", few, 8, false)), "an0 unknown far0 far1 far2 far3 "; got != want {
 		t.Errorf("1 holder in our ISP: picked %q, want %q", got, want)
 	}
 	// The same peer from the DHT (no labels) and from gossip (labels): counted once, placed.
 	dup := []overlay.PeerInfo{{ID: "isp0"}, cands[4], cands[0]}
-	if got, want := ids(pickNearest("self", dup, 3)), "isp0 far0 "; got != want {
+	if got, want := ids(pickNearest("self", dup, 3, false)), "isp0 far0 "; got != want {
 		t.Errorf("duplicates: picked %q, want %q", got, want)
 	}
 }

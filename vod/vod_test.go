@@ -111,20 +111,20 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 // addGateway starts a gateway in isp-a, access node an-1, behind a 20 Mbit/s, 5 ms link.
 func (f *fixture) addGateway(opts vod.Options) *gateway {
 	f.t.Helper()
-	return f.addGatewayAt(opts, overlay.Labels{ISP: "isp-a", AccessNode: "an-1"}, 5*time.Millisecond, 20e6)
+	return f.addGatewayAt(opts, overlay.Labels{ISP: "isp-a", AccessNode: "an-1"}, 5*time.Millisecond, 20e6, 20e6)
 }
 
-// addGatewayAt starts a gateway with these labels behind a link of this delay, 20 Mbit/s up
-// and down Mbit/s down.
-func (f *fixture) addGatewayAt(opts vod.Options, labels overlay.Labels, delay time.Duration, down int64) *gateway {
+// addGatewayAt starts a gateway with these labels behind a link of this delay and these
+// rates (bit/s).
+func (f *fixture) addGatewayAt(opts vod.Options, labels overlay.Labels, delay time.Duration, up, down int64) *gateway {
 	t := f.t
 	t.Helper()
 	i := len(f.nodes)
 	ip := net.IPv4(127, 43, 0, byte(i+1))
-	up := vnet.LinkConfig{RateBps: 20e6, QueueBytes: 200_000, Delay: delay}
-	dn := up
-	dn.RateBps = down
-	h, err := f.vn.AddHost(vnet.HostConfig{IP: ip, Site: labels.AccessNode, Up: up, Down: dn})
+	upLink := vnet.LinkConfig{RateBps: up, QueueBytes: 200_000, Delay: delay}
+	downLink := upLink
+	downLink.RateBps = down
+	h, err := f.vn.AddHost(vnet.HostConfig{IP: ip, Site: labels.AccessNode, Up: upLink, Down: downLink})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,10 +321,10 @@ func TestStreamsFromOwnISP(t *testing.T) {
 	f := newFixture(t, 2<<20, 4e6)
 	var ours, theirs []*gateway
 	for i := range 3 {
-		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6))
-		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6))
+		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6, 20e6))
+		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6, 20e6))
 	}
-	viewer := f.addGatewayAt(vod.Options{MaxPeers: 3}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6)
+	viewer := f.addGatewayAt(vod.Options{MaxPeers: 3}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 20e6)
 	f.waitRoutable()
 	for _, g := range append(ours, theirs...) {
 		f.push(g)
@@ -366,14 +366,14 @@ func TestTrimsOtherISPs(t *testing.T) {
 	f := newFixture(t, 2<<20, 400e3)
 	var ours, theirs []*gateway
 	for i := range 3 {
-		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6))
+		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6, 20e6))
 	}
 	for i := range 3 {
-		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6))
+		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6, 20e6))
 	}
 	// A 1.2 Mbit/s downlink: the stream lasts about 14 s, long enough for holders to appear
 	// during it. (Not a DownloadLimiter: anacrolix opens no connection while one is drained.)
-	viewer := f.addGatewayAt(vod.Options{MaxPeers: 4}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 1.2e6)
+	viewer := f.addGatewayAt(vod.Options{MaxPeers: 4}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 1.2e6)
 	f.waitRoutable()
 	for _, g := range theirs {
 		f.push(g)
@@ -394,6 +394,42 @@ func TestTrimsOtherISPs(t *testing.T) {
 	}
 	if cross*10 > got {
 		t.Errorf("after our ISP's holders appeared, %d of %d peer bytes still crossed ISPs", cross, got)
+	}
+}
+
+// TestOutsidePeersBeforeOrigin: the viewer's ISP holds the title on two thin uplinks that
+// cannot carry its bitrate, another ISP on fast ones. Once the stream needs the origin for
+// want of peers, the viewer takes peers from the other ISP too: the origin is outside the
+// ISP as well, and only fills what no peer could.
+func TestOutsidePeersBeforeOrigin(t *testing.T) {
+	f := newFixture(t, 4<<20, 1.6e6) // 20 s of video at 200 kB/s
+	var ours, theirs []*gateway
+	for i := range 2 {
+		// 600 kbit/s up: together 150 kB/s of a 200 kB/s title.
+		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 5*time.Millisecond, 600e3, 20e6))
+	}
+	for i := range 3 {
+		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, 5*time.Millisecond, 20e6, 20e6))
+	}
+	viewer := f.addGatewayAt(vod.Options{MaxPeers: 4}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 20e6)
+	f.waitRoutable()
+	for _, g := range theirs {
+		f.push(g)
+	}
+	for _, g := range ours {
+		f.push(g)
+	}
+	before := f.served.Load()
+	f.checkWhole(viewer)
+	st := viewer.app.Stats()
+	origin := f.served.Load() - before
+	if st.CrossISPPeer == 0 {
+		t.Errorf("no byte came from the other ISP's peers; the origin sent %d of %d", origin, len(f.file))
+	}
+	// Our ISP's peers alone would leave a quarter of every second to the origin from the
+	// start; with peers from elsewhere once short, the origin covers the first seconds only.
+	if origin*5 > int64(len(f.file)) {
+		t.Errorf("the origin sent %d of %d bytes (%d from the other ISP's peers)", origin, len(f.file), st.CrossISPPeer)
 	}
 }
 
