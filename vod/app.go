@@ -644,16 +644,15 @@ func (a *App) discoverForActive() {
 			continue
 		}
 		conns := ti.t.PeerConns()
-		short := len(conns) < a.opts.MaxPeers
+		wantMore := len(conns) < a.opts.MaxPeers
 		if a.opts.Strategy == StrategyNanodc {
-			inside := a.insideHolders(conns, -1)
-			struggling := ti.shortOfPeers(time.Now())
-			short = short || 2*inside < a.opts.MaxPeers || struggling
-			if n, streamed := next[ti]; streamed && !struggling {
+			short := ti.shortOfPeers(time.Now())
+			wantMore = wantMore || 2*a.insideHolders(conns, -1) < a.opts.MaxPeers || short
+			if n, streamed := next[ti]; streamed && !short {
 				a.trimOutside(ti, conns, n)
 			}
 		}
-		if short {
+		if wantMore {
 			a.discover(ti)
 		}
 	}
