@@ -646,10 +646,11 @@ func (a *App) discoverForActive() {
 		conns := ti.t.PeerConns()
 		wantMore := len(conns) < a.opts.MaxPeers
 		if a.opts.Strategy == StrategyNanodc {
+			placed := a.place(conns)
 			short := ti.shortOfPeers(time.Now())
-			wantMore = wantMore || 2*a.insideHolders(conns, -1) < a.opts.MaxPeers || short
+			wantMore = wantMore || 2*insideHolders(placed, -1) < a.opts.MaxPeers || short
 			if n, streamed := next[ti]; streamed && !short {
-				a.trimOutside(ti, conns, n)
+				a.trimOutside(ti, placed, n)
 			}
 		}
 		if wantMore {
@@ -664,35 +665,45 @@ func (a *App) discoverForActive() {
 // outside ones were dialled to make up for what our ISP lacked, and an idle one elsewhere
 // would otherwise carry most of the stream (TestTrimsOtherISPs). Connections other gateways
 // opened to us stay: they may have no holder nearer than us.
-func (a *App) trimOutside(ti *title, conns []*torrent.PeerConn, next int) {
+func (a *App) trimOutside(ti *title, conns []placedConn, next int) {
 	if ti.t.Info() == nil || ti.entry.PieceLength <= 0 {
 		return
 	}
-	ahead := next + int(a.opts.Readahead.Seconds()*float64(ti.entry.BitrateBps)/8/float64(ti.entry.PieceLength))
-	ahead = min(ahead, ti.t.NumPieces()-1)
-	if 2*a.insideHolders(conns, ahead) < a.opts.MaxPeers {
+	ahead := min(next+int(a.readaheadBytes(ti.entry)/ti.entry.PieceLength), ti.t.NumPieces()-1)
+	if 2*insideHolders(conns, ahead) < a.opts.MaxPeers {
 		return
 	}
-	for _, pc := range conns {
-		if pc.Discovery != peerSourceOverlay {
-			continue
-		}
-		if id, err := a.tr.peerOf(pc.RemoteAddr.String()); err == nil && localTier(a.ov.PeerInfo(id)) == 2 {
-			pc.Close()
+	for _, c := range conns {
+		if c.tier == 2 && c.pc.Discovery == peerSourceOverlay {
+			c.pc.Close()
 		}
 	}
 }
 
-// insideHolders counts the connected peers in our ISP that hold piece (any peer when piece
-// is negative).
-func (a *App) insideHolders(conns []*torrent.PeerConn, piece int) int {
-	n := 0
-	for _, pc := range conns {
-		id, err := a.tr.peerOf(pc.RemoteAddr.String())
-		if err != nil || localTier(a.ov.PeerInfo(id)) != 0 {
-			continue
+// placedConn is a peer connection and where its peer is (localTier; -1 when the peer behind
+// the address is unknown).
+type placedConn struct {
+	pc   *torrent.PeerConn
+	tier int
+}
+
+func (a *App) place(conns []*torrent.PeerConn) []placedConn {
+	out := make([]placedConn, len(conns))
+	for i, pc := range conns {
+		out[i] = placedConn{pc, -1}
+		if id, err := a.tr.peerOf(pc.RemoteAddr.String()); err == nil {
+			out[i].tier = localTier(a.ov.PeerInfo(id))
 		}
-		if piece < 0 || pc.PeerPieces().Contains(uint32(piece)) {
+	}
+	return out
+}
+
+// insideHolders counts the connections to peers in our ISP that hold piece (any peer when
+// piece is negative).
+func insideHolders(conns []placedConn, piece int) int {
+	n := 0
+	for _, c := range conns {
+		if c.tier == 0 && (piece < 0 || c.pc.PeerPieces().Contains(uint32(piece))) {
 			n++
 		}
 	}

@@ -240,7 +240,7 @@ func (a *App) serveTitle(w http.ResponseWriter, r *http.Request) {
 		// Not SetResponsive: a responsive reader hands out chunks before their piece passed its
 		// hash check, and no unverified byte may reach a player.
 		if a.opts.Strategy == StrategyNanodc {
-			rd.SetReadahead(max(int64(a.opts.Readahead.Seconds()*float64(e.BitrateBps)/8), 8<<10))
+			rd.SetReadahead(a.readaheadBytes(e))
 		}
 		rd.SetContext(r.Context())
 		tr.tr = rd
@@ -255,6 +255,11 @@ func (a *App) serveTitle(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("ETag", `"`+e.CID+`"`)
 	http.ServeContent(w, r, "", time.Time{}, tr)
+}
+
+// readaheadBytes is how much of a title ahead of a player the nanodc strategy asks peers for.
+func (a *App) readaheadBytes(e *catalog.Entry) int64 {
+	return max(int64(a.opts.Readahead.Seconds()*float64(e.BitrateBps)/8), 8<<10)
 }
 
 func (a *App) startStream(s *stream) {

@@ -319,11 +319,8 @@ func TestSwarmStreamsFromPeers(t *testing.T) {
 // its own ISP and no byte crosses ISPs.
 func TestStreamsFromOwnISP(t *testing.T) {
 	f := newFixture(t, 2<<20, 4e6)
-	var ours, theirs []*gateway
-	for i := range 3 {
-		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6, 20e6))
-		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6, 20e6))
-	}
+	ours := f.addPlaced("isp-a", 3, 30*time.Millisecond, 20e6)
+	theirs := f.addPlaced("isp-b", 3, time.Millisecond, 20e6)
 	viewer := f.addGatewayAt(vod.Options{MaxPeers: 3}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 20e6)
 	f.waitRoutable()
 	for _, g := range append(ours, theirs...) {
@@ -364,13 +361,8 @@ func TestStreamsFromOwnISP(t *testing.T) {
 // the ISP.
 func TestTrimsOtherISPs(t *testing.T) {
 	f := newFixture(t, 2<<20, 400e3)
-	var ours, theirs []*gateway
-	for i := range 3 {
-		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, time.Millisecond, 20e6, 20e6))
-	}
-	for i := range 3 {
-		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 30*time.Millisecond, 20e6, 20e6))
-	}
+	theirs := f.addPlaced("isp-b", 3, time.Millisecond, 20e6)
+	ours := f.addPlaced("isp-a", 3, 30*time.Millisecond, 20e6)
 	// A 1.2 Mbit/s downlink: the stream lasts about 14 s, long enough for holders to appear
 	// during it. (Not a DownloadLimiter: anacrolix opens no connection while one is drained.)
 	viewer := f.addGatewayAt(vod.Options{MaxPeers: 4}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 1.2e6)
@@ -403,14 +395,9 @@ func TestTrimsOtherISPs(t *testing.T) {
 // ISP as well, and only fills what no peer could.
 func TestOutsidePeersBeforeOrigin(t *testing.T) {
 	f := newFixture(t, 4<<20, 1.6e6) // 20 s of video at 200 kB/s
-	var ours, theirs []*gateway
-	for i := range 2 {
-		// 600 kbit/s up: together 150 kB/s of a 200 kB/s title.
-		ours = append(ours, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: fmt.Sprintf("an-a%d", i)}, 5*time.Millisecond, 600e3, 20e6))
-	}
-	for i := range 3 {
-		theirs = append(theirs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-b", AccessNode: fmt.Sprintf("an-b%d", i)}, 5*time.Millisecond, 20e6, 20e6))
-	}
+	// 600 kbit/s up: together 150 kB/s of a 200 kB/s title.
+	ours := f.addPlaced("isp-a", 2, 5*time.Millisecond, 600e3)
+	theirs := f.addPlaced("isp-b", 3, 5*time.Millisecond, 20e6)
 	viewer := f.addGatewayAt(vod.Options{MaxPeers: 4}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 20e6)
 	f.waitRoutable()
 	for _, g := range theirs {
@@ -431,6 +418,17 @@ func TestOutsidePeersBeforeOrigin(t *testing.T) {
 	if origin*5 > int64(len(f.file)) {
 		t.Errorf("the origin sent %d of %d bytes (%d from the other ISP's peers)", origin, len(f.file), st.CrossISPPeer)
 	}
+}
+
+// addPlaced starts n gateways in an ISP, each at its own access node, behind links of this
+// delay and uplink rate (20 Mbit/s down).
+func (f *fixture) addPlaced(isp string, n int, delay time.Duration, up int64) []*gateway {
+	f.t.Helper()
+	var gs []*gateway
+	for i := range n {
+		gs = append(gs, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: isp, AccessNode: fmt.Sprintf("%s-an%d", isp, i)}, delay, up, 20e6))
+	}
+	return gs
 }
 
 // waitFor polls cond until it holds or the time is up.
