@@ -527,9 +527,38 @@ func (a *App) torrentLocked(ti *title) (*torrent.Torrent, error) {
 		return nil, fmt.Errorf("vod: title %q: %w", ti.entry.Name, err)
 	}
 	ti.t = t
-	a.wg.Go(func() { a.announceHave(ti.cid) })
-	a.wg.Go(func() { a.provide(ti) })
+	a.wg.Go(func() { a.announceWhenHolding(ti, t) })
 	return t, nil
+}
+
+// announceWhenHolding tells the fleet (gossip, then the DHT) that this gateway holds the
+// title once it holds a verified piece of it: a holder with nothing yet is no use to a peer,
+// and a new stream's uplink is busy fetching its first piece. (Announcing at the first play
+// put a DHT provide's lookup and dials on the uplink ahead of that fetch.)
+func (a *App) announceWhenHolding(ti *title, t *torrent.Torrent) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for t.BytesCompleted() == 0 {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.Closed():
+			return
+		case <-tick.C:
+		}
+	}
+	a.announceHave(ti.cid)
+	// The DHT record is for gateways that come later; gossip told the present ones. Its
+	// lookup and a score of dials wait until the stream that made this gateway a holder is
+	// under way.
+	wait := time.NewTimer(provideDelay)
+	defer wait.Stop()
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-wait.C:
+	}
+	a.provide(ti)
 }
 
 // provide announces the title in the DHT (retrying while the overlay is not routable yet).
@@ -556,9 +585,21 @@ func (a *App) provide(ti *title) {
 	}
 }
 
+const (
+	// lookupDelay is how long a stream's provider lookup waits when gossip already named
+	// enough holders in our ISP.
+	lookupDelay = 2 * time.Second
+	// provideDelay is how long a new holder waits before its DHT provide.
+	provideDelay = 5 * time.Second
+)
+
 // discover adds peers that hold the title: the nearest ones for nanodc, a random sample for
 // the bittorrent baseline (a tracker hands out random peers).
-func (a *App) discover(ti *title) {
+func (a *App) discover(ti *title) { a.discoverAfter(ti, nil) }
+
+// discoverAfter is discover once after has closed (or firstFillWait passed): a new stream's
+// first piece goes ahead of its lookups and dials on the uplink (startPlayback).
+func (a *App) discoverAfter(ti *title, after <-chan struct{}) {
 	a.mu.Lock()
 	t := ti.t
 	if t == nil || time.Since(ti.lastDiscovery) < 3*time.Second {
@@ -568,9 +609,30 @@ func (a *App) discover(ti *title) {
 	ti.lastDiscovery = time.Now()
 	a.mu.Unlock()
 	a.wg.Go(func() {
+		if after != nil {
+			wait := time.NewTimer(firstFillWait)
+			select {
+			case <-after:
+			case <-wait.C:
+			case <-a.ctx.Done():
+			}
+			wait.Stop()
+		}
 		// Gossip first: holders announced seconds ago, known without a lookup.
-		if gossip := a.gossipHolders(ti.cid); len(gossip) > 0 {
+		gossip := a.gossipHolders(ti.cid)
+		if len(gossip) > 0 {
 			a.addPeers(t, a.pick(ti, gossip))
+		}
+		// When gossip named enough of our ISP's holders, the lookup leaves the uplink to the
+		// handshakes with them for a while: its dials would delay the stream's next pieces.
+		if a.opts.Strategy == StrategyNanodc && 2*countTier(gossip, 0) >= a.opts.MaxPeers {
+			wait := time.NewTimer(lookupDelay)
+			select {
+			case <-wait.C:
+			case <-a.ctx.Done():
+				wait.Stop()
+				return
+			}
 		}
 		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 		defer cancel()

@@ -29,7 +29,7 @@ type OriginFetch struct {
 	CID    string
 	Piece  int
 	Bytes  int64
-	Reason string // "deadline" or "push"
+	Reason string // "startup", "deadline" or "push"
 }
 
 // scheduleDeadlines runs every tick for the nanodc strategy: for each stream, the pieces due
@@ -103,6 +103,28 @@ func (a *App) scheduleStream(s *stream, now time.Time) {
 	}
 }
 
+// firstFillWait bounds how long a new stream's peer discovery waits for the origin to send
+// the piece the player needs first (uncongested, a fill takes ~0.1 s in the flash crowd).
+const firstFillWait = 300 * time.Millisecond
+
+// startPlayback runs when a stream is about to read its first byte. The piece the player
+// needs first comes from the origin at once when no connected peer holds it: no peer can send
+// it sooner, for a new peer connection costs handshakes over a thin uplink (0.5-0.8 s in the
+// flash crowd, docs/BENCHMARKS.md session 9). And the stream's peer discovery waits for that
+// fill: its lookups and dials put ~100 KB on an ADSL uplink in the first 0.3 s, and the fill's
+// handshake, request and acknowledgements would queue behind them (fills took 0.5-1 s so).
+func (a *App) startPlayback(s *stream) {
+	ti := s.title
+	var first <-chan struct{}
+	if a.opts.Strategy == StrategyNanodc && ti.t.Info() != nil {
+		if i := int(s.position() / ti.entry.PieceLength); i < ti.t.NumPieces() &&
+			!ti.t.Piece(i).State().Complete && a.peerHolders(ti, i) == 0 {
+			first = a.fillFromOrigin(ti, i, "startup")
+		}
+	}
+	a.discoverAfter(ti, first)
+}
+
 // peerHolders counts the connected peers that hold piece i.
 func (a *App) peerHolders(ti *title, i int) int {
 	n := 0
@@ -144,18 +166,21 @@ func pieceSize(ti *title, i int) int64 {
 
 // fillFromOrigin fetches piece i from the origin in the background, writes it into the
 // torrent's storage and has anacrolix hash-check it: a piece from the origin is verified like
-// any other before a player or a peer sees it.
-func (a *App) fillFromOrigin(ti *title, i int, reason string) {
+// any other before a player or a peer sees it. The returned channel closes when the fill ends (nil when a fill of the piece already runs).
+func (a *App) fillFromOrigin(ti *title, i int, reason string) <-chan struct{} {
 	if !ti.startInflight(i) {
-		return
+		return nil
 	}
+	done := make(chan struct{})
 	a.wg.Go(func() {
+		defer close(done)
 		defer ti.endInflight(i)
 		if err := a.fetchPiece(a.ctx, ti, i, reason); err != nil && a.ctx.Err() == nil {
 			a.log.Warn("vod: origin gap fill", "title", ti.entry.Name, "piece", i, "err", err)
 			a.metrics.originErrors.Inc()
 		}
 	})
+	return done
 }
 
 // maxFillRanges bounds the requests one gap fill makes to the origin.

@@ -100,3 +100,14 @@ func mergeByID(self peer.ID, cands []overlay.PeerInfo) []overlay.PeerInfo {
 	}
 	return out
 }
+
+// countTier counts the candidates of a locality tier.
+func countTier(cands []overlay.PeerInfo, tier int) int {
+	n := 0
+	for _, c := range cands {
+		if localTier(c) == tier {
+			n++
+		}
+	}
+	return n
+}

@@ -92,6 +92,8 @@ type titleReader struct {
 	// exactly one of these
 	tr torrent.Reader
 	or *originReader
+
+	started bool // startPlayback ran (at the first read, once the range's start is known)
 }
 
 func (r *titleReader) Read(p []byte) (int, error) {
@@ -105,6 +107,10 @@ func (r *titleReader) Read(p []byte) (int, error) {
 		if end := (pos/plen + 1) * plen; int64(len(p)) > end-pos {
 			p = p[:end-pos]
 		}
+	}
+	if r.tr != nil && !r.started {
+		r.started = true
+		r.app.startPlayback(r.s)
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, StallTimeout)
 	defer cancel()
@@ -244,7 +250,6 @@ func (a *App) serveTitle(w http.ResponseWriter, r *http.Request) {
 		}
 		rd.SetContext(r.Context())
 		tr.tr = rd
-		a.discover(ti)
 	}
 	if r.Method == http.MethodGet {
 		a.startStream(s)
