@@ -73,6 +73,10 @@ type VODConfig struct {
 	Providers []string `yaml:"providers"`
 	// MaxPeers is how many peers per title the gateway connects to, nearest first.
 	MaxPeers int `yaml:"max_peers"`
+	// Locality (nanodc strategy): isp (default) streams from the gateway's own ISP first;
+	// rtt from the nearest holders by RTT wherever they are (more offload in small swarms,
+	// several times the cross-ISP bytes).
+	Locality string `yaml:"locality"`
 	// Readahead is how much video ahead of a player the gateway asks peers for (nanodc
 	// strategy; default 8s, at most 1m).
 	Readahead time.Duration `yaml:"readahead"`
@@ -141,7 +145,7 @@ func DefaultConfig() Config {
 		PingInterval: 30 * time.Second,
 		API:          APIConfig{Listen: "127.0.0.1:7780"},
 		Log:          LogConfig{Level: "info", Format: "text"},
-		VOD:          VODConfig{Listen: "127.0.0.1:7781", Strategy: "nanodc", CacheBytes: 10 << 30, MaxPeers: 8},
+		VOD:          VODConfig{Listen: "127.0.0.1:7781", Strategy: "nanodc", Locality: "isp", CacheBytes: 10 << 30, MaxPeers: 8},
 	}
 }
 
@@ -267,6 +271,9 @@ func (v *VODConfig) validate() error {
 	}
 	if v.MaxPeers < 0 {
 		return fmt.Errorf("vod.max_peers: must not be negative, got %d", v.MaxPeers)
+	}
+	if _, err := vod.ParseLocality(v.Locality); err != nil {
+		return fmt.Errorf("vod.locality: %w", err)
 	}
 	if v.UploadLimitBps < 0 {
 		return fmt.Errorf("vod.upload_limit_bps: must not be negative, got %d", v.UploadLimitBps)

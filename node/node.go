@@ -173,12 +173,14 @@ func (n *Node) startVOD(reg prometheus.Registerer) error {
 	v := n.opts.Config.VOD
 	providers, _ := v.providerIDs() // validated
 	strategy, _ := vod.ParseStrategy(v.Strategy)
+	locality, _ := vod.ParseLocality(v.Locality) // validated
 	vo := vod.Options{
 		Overlay:    n.overlay,
 		Dir:        filepath.Join(n.opts.DataDir, "vod"),
 		CacheBytes: v.CacheBytes,
 		Providers:  providers,
 		Strategy:   strategy,
+		Locality:   locality,
 		MaxPeers:   v.MaxPeers,
 		Readahead:  v.Readahead,
 		// Upload to peers stays below the line's uplink (see VODConfig.UploadLimitBps).

@@ -34,6 +34,7 @@ type vodKind struct {
 // vodUnitConfig is what a vod unit's manifest config may set.
 type vodUnitConfig struct {
 	Strategy string `json:"strategy"`
+	Locality string `json:"locality"`
 	MaxPeers int    `json:"max_peers"`
 }
 
@@ -53,6 +54,10 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 			return nil, err
 		}
 	}
+	locality, err := vod.ParseLocality(cfg.Locality)
+	if err != nil {
+		return nil, err
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if other := k.running[env.Slice]; other != nil {
@@ -66,6 +71,7 @@ func (k *vodKind) Start(_ context.Context, env slice.AppEnv, u *slice.Unit) (sli
 		CacheBytes: max(env.Quotas.StorageBytes*9/10, 1<<20),
 		Providers:  []peer.ID{env.Provider},
 		Strategy:   strategy,
+		Locality:   locality,
 		Namespace:  env.Slice,
 		MaxPeers:   cfg.MaxPeers,
 		// Every byte to and from peers and the origin draws from the slice's bandwidth

@@ -56,6 +56,30 @@ func NewUploadLimiter(bps int64) *rate.Limiter {
 	return ratelimit.New(bps, 16<<10)
 }
 
+// Locality says which holders the nanodc strategy streams from.
+type Locality string
+
+const (
+	// LocalityISP: the viewer's ISP first, others only while it falls short, and let go
+	// once it suffices (vod/locality.go). The operator's choice: few bytes cross ISPs.
+	LocalityISP Locality = "isp"
+	// LocalityRTT: the nearest holders by measured RTT wherever they are. In small swarms it
+	// offloads a little more from the origin, at several times the cross-ISP bytes
+	// (docs/BENCHMARKS.md session 8).
+	LocalityRTT Locality = "rtt"
+)
+
+// ParseLocality checks a locality name ("" is isp).
+func ParseLocality(s string) (Locality, error) {
+	switch l := Locality(s); l {
+	case LocalityISP, LocalityRTT:
+		return l, nil
+	case "":
+		return LocalityISP, nil
+	}
+	return "", fmt.Errorf("unknown vod locality %q (want isp or rtt)", s)
+}
+
 // ParseStrategy checks a strategy name.
 func ParseStrategy(s string) (Strategy, error) {
 	switch st := Strategy(s); st {
@@ -81,6 +105,8 @@ type Options struct {
 	// shaped virtual network. Default: a plain http.Client.
 	OriginClient *http.Client
 	Strategy     Strategy
+	// Locality says which holders the nanodc strategy prefers (default LocalityISP).
+	Locality Locality
 	// MaxPeers is how many peers per title the gateway connects to (our ISP's first, nearest
 	// first). Default 8.
 	MaxPeers int
@@ -147,6 +173,10 @@ func (o *Options) setDefaults() error {
 		o.Strategy = StrategyNanodc
 	}
 	if _, err := ParseStrategy(string(o.Strategy)); err != nil {
+		return err
+	}
+	var err error
+	if o.Locality, err = ParseLocality(string(o.Locality)); err != nil {
 		return err
 	}
 	if o.MaxPeers <= 0 {
@@ -625,7 +655,7 @@ func (a *App) discoverAfter(ti *title, after <-chan struct{}) {
 		}
 		// When gossip named enough of our ISP's holders, the lookup leaves the uplink to the
 		// handshakes with them for a while: its dials would delay the stream's next pieces.
-		if a.opts.Strategy == StrategyNanodc && 2*countTier(gossip, 0) >= a.opts.MaxPeers {
+		if a.opts.Strategy == StrategyNanodc && 2*a.usable(gossip) >= a.opts.MaxPeers {
 			wait := time.NewTimer(lookupDelay)
 			select {
 			case <-wait.C:
@@ -649,7 +679,10 @@ func (a *App) discoverAfter(ti *title, after <-chan struct{}) {
 // to make up for what ours lack (pickNearest); for the bittorrent baseline a random sample
 // (a tracker hands out random peers).
 func (a *App) pick(ti *title, cands []overlay.PeerInfo) []overlay.PeerInfo {
-	if a.opts.Strategy == StrategyNanodc {
+	switch {
+	case a.opts.Strategy == StrategyNanodc && a.opts.Locality == LocalityRTT:
+		return pickByRTT(a.ov.ID(), cands, a.opts.MaxPeers)
+	case a.opts.Strategy == StrategyNanodc:
 		return pickNearest(a.ov.ID(), cands, a.opts.MaxPeers, ti.shortOfPeers(time.Now()))
 	}
 	cands = mergeByID(a.ov.ID(), cands)
@@ -708,11 +741,14 @@ func (a *App) discoverForActive() {
 		conns := ti.t.PeerConns()
 		wantMore := len(conns) < a.opts.MaxPeers
 		if a.opts.Strategy == StrategyNanodc {
-			placed := a.place(conns)
 			short := ti.shortOfPeers(time.Now())
-			wantMore = wantMore || 2*insideHolders(placed, -1) < a.opts.MaxPeers || short
-			if n, streamed := next[ti]; streamed && !short {
-				a.trimOutside(ti, placed, n)
+			wantMore = wantMore || short
+			if a.opts.Locality == LocalityISP {
+				placed := a.place(conns)
+				wantMore = wantMore || 2*insideHolders(placed, -1) < a.opts.MaxPeers
+				if n, streamed := next[ti]; streamed && !short {
+					a.trimOutside(ti, placed, n)
+				}
 			}
 		}
 		if wantMore {

@@ -101,13 +101,26 @@ func mergeByID(self peer.ID, cands []overlay.PeerInfo) []overlay.PeerInfo {
 	return out
 }
 
-// countTier counts the candidates of a locality tier.
-func countTier(cands []overlay.PeerInfo, tier int) int {
+// usable counts the candidates the app's locality would stream from first: our ISP's for
+// LocalityISP, any for LocalityRTT.
+func (a *App) usable(cands []overlay.PeerInfo) int {
+	cands = mergeByID(a.ov.ID(), cands)
+	if a.opts.Locality == LocalityRTT {
+		return len(cands)
+	}
 	n := 0
 	for _, c := range cands {
-		if localTier(c) == tier {
+		if localTier(c) == 0 {
 			n++
 		}
 	}
 	return n
+}
+
+// pickByRTT chooses the n nearest peers by measured RTT wherever they are (LocalityRTT);
+// labels only break ties (overlay.Closer).
+func pickByRTT(self peer.ID, cands []overlay.PeerInfo, n int) []overlay.PeerInfo {
+	cands = mergeByID(self, cands)
+	slices.SortFunc(cands, overlay.Closer)
+	return cands[:min(len(cands), n)]
 }

@@ -62,3 +62,18 @@ func TestPickNearestKeepsToOurISP(t *testing.T) {
 		t.Errorf("duplicates: picked %q, want %q", got, want)
 	}
 }
+
+// TestPickByRTTIgnoresISP: LocalityRTT takes the nearest by RTT wherever they are.
+func TestPickByRTTIgnoresISP(t *testing.T) {
+	cands := []overlay.PeerInfo{
+		placed("ours0", "isp-a", 1, 50*time.Millisecond), placed("far0", "isp-b", 2, 10*time.Millisecond),
+		placed("ours1", "isp-a", 0, 40*time.Millisecond), placed("far1", "isp-b", 2, 12*time.Millisecond),
+		{ID: "far0", RTT: 10 * time.Millisecond}, placed("self", "isp-a", 0, 0),
+	}
+	if got, want := ids(pickByRTT("self", cands, 3)), "far0 far1 ours1 "; got != want {
+		t.Errorf("picked %q, want %q (nearest by RTT, each once, not self)", got, want)
+	}
+	if got, want := ids(pickNearest("self", cands, 3, false)), "ours1 ours0 "; got != want {
+		t.Errorf("LocalityISP picked %q, want %q (our ISP holds enough)", got, want)
+	}
+}

@@ -318,10 +318,32 @@ func TestSwarmStreamsFromPeers(t *testing.T) {
 // ISP behind fast ones, so by RTT the other ISP looks nearer; the viewer still streams from
 // its own ISP and no byte crosses ISPs.
 func TestStreamsFromOwnISP(t *testing.T) {
+	st, title := streamNearerElsewhere(t, vod.LocalityISP)
+	if st.PeerBytes < title {
+		t.Fatalf("viewer got %d bytes from peers, want at least the title (%d)", st.PeerBytes, title)
+	}
+	if st.CrossISPPeer != 0 {
+		t.Errorf("%d of %d peer bytes crossed ISPs while the viewer's ISP held the title three times", st.CrossISPPeer, st.PeerBytes)
+	}
+}
+
+// TestLocalityRTTStreamsFromNearest: with vod.locality rtt the same viewer streams from the
+// holders nearest by RTT, the other ISP's.
+func TestLocalityRTTStreamsFromNearest(t *testing.T) {
+	st, title := streamNearerElsewhere(t, vod.LocalityRTT)
+	if st.CrossISPPeer*2 < title {
+		t.Errorf("%d of %d peer bytes crossed ISPs (title %d): want most, the other ISP's holders are the nearest", st.CrossISPPeer, st.PeerBytes, title)
+	}
+}
+
+// streamNearerElsewhere streams a title to a viewer whose ISP's three holders sit behind
+// slow links while another ISP's three sit behind fast ones (nearer by RTT), the origin down,
+// and returns the viewer's figures and the title's size.
+func streamNearerElsewhere(t *testing.T, locality vod.Locality) (vod.Stats, int64) {
 	f := newFixture(t, 2<<20, 4e6)
 	ours := f.addPlaced("isp-a", 3, 30*time.Millisecond, 20e6)
 	theirs := f.addPlaced("isp-b", 3, time.Millisecond, 20e6)
-	viewer := f.addGatewayAt(vod.Options{MaxPeers: 3}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 20e6)
+	viewer := f.addGatewayAt(vod.Options{MaxPeers: 3, Locality: locality}, overlay.Labels{ISP: "isp-a", AccessNode: "an-v"}, 5*time.Millisecond, 20e6, 20e6)
 	f.waitRoutable()
 	for _, g := range append(ours, theirs...) {
 		f.push(g)
@@ -347,13 +369,7 @@ func TestStreamsFromOwnISP(t *testing.T) {
 	}
 	f.up.Store(false)
 	f.checkWhole(viewer)
-	st := viewer.app.Stats()
-	if st.PeerBytes < int64(len(f.file)) {
-		t.Fatalf("viewer got %d bytes from peers, want at least the title (%d)", st.PeerBytes, len(f.file))
-	}
-	if st.CrossISPPeer != 0 {
-		t.Errorf("%d of %d peer bytes crossed ISPs while the viewer's ISP held the title three times", st.CrossISPPeer, st.PeerBytes)
-	}
+	return viewer.app.Stats(), int64(len(f.file))
 }
 
 // TestTrimsOtherISPs: a viewer whose ISP holds nothing streams from another ISP; once holders

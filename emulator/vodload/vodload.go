@@ -193,7 +193,8 @@ func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
 	if w.p.Slice != "" {
 		// The app comes with the slice (NodeStarted); the variant's strategy goes in its unit.
 		w.mu.Lock()
-		w.sliceSetup[g] = sliceSetup{strategy: cmp.Or(opts.Config.VOD.Strategy, string(vod.StrategyNanodc)), uploadBps: upload}
+		w.sliceSetup[g] = sliceSetup{strategy: cmp.Or(opts.Config.VOD.Strategy, string(vod.StrategyNanodc)),
+			locality: opts.Config.VOD.Locality, uploadBps: upload}
 		w.mu.Unlock()
 		opts.Config.VOD.Enabled = false
 	} else {
@@ -285,6 +286,7 @@ func (w *workload) NodeStarted(g *emulator.Gateway) {
 // sliceSetup is what ConfigureNode learnt for a gateway's slice.
 type sliceSetup struct {
 	strategy  string
+	locality  string
 	uploadBps int64
 }
 
@@ -310,7 +312,11 @@ func (w *workload) setupSlice(g *emulator.Gateway, n *node.Node) error {
 	} else if err != nil {
 		return err
 	}
-	cfg, _ := json.Marshal(map[string]string{"strategy": su.strategy})
+	unit := map[string]string{"strategy": su.strategy}
+	if su.locality != "" {
+		unit["locality"] = su.locality
+	}
+	cfg, _ := json.Marshal(unit)
 	u, err := slice.Pack(w.key, slice.Manifest{Name: "vod", Kind: node.KindVOD, Config: cfg}, nil)
 	if err != nil {
 		return err
