@@ -291,17 +291,19 @@ func New(opts Options) (_ *App, err error) {
 			return nil, err
 		}
 	}
-	if err := a.loadTitles(); err != nil {
-		return nil, err
-	}
-	a.ov.Host().SetStreamHandler(a.protos.Push, a.handlePush)
-	a.wg.Go(a.announceGateway)
 	if a.client != nil {
+		// Before the cached titles load: each announces itself on the topic once it holds
+		// a verified piece (announceWhenHolding).
 		if a.topic, err = a.ov.Topic(a.protos.HaveTopic); err != nil {
 			return nil, fmt.Errorf("vod: gossip topic: %w", err)
 		}
 		a.wg.Go(func() { a.runGossip(a.topic) })
 	}
+	if err := a.loadTitles(); err != nil {
+		return nil, err
+	}
+	a.ov.Host().SetStreamHandler(a.protos.Push, a.handlePush)
+	a.wg.Go(a.announceGateway)
 	return a, nil
 }
 
