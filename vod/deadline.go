@@ -166,7 +166,8 @@ func pieceSize(ti *title, i int) int64 {
 
 // fillFromOrigin fetches piece i from the origin in the background, writes it into the
 // torrent's storage and has anacrolix hash-check it: a piece from the origin is verified like
-// any other before a player or a peer sees it. The returned channel closes when the fill ends (nil when a fill of the piece already runs).
+// any other before a player or a peer sees it. The returned channel closes when the fill
+// ends (nil when a fill of the piece already runs).
 func (a *App) fillFromOrigin(ti *title, i int, reason string) <-chan struct{} {
 	if !ti.startInflight(i) {
 		return nil
