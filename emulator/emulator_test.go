@@ -124,6 +124,26 @@ func TestSmokeScenario(t *testing.T) {
 	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "up_mbps.adsl2plus") {
 		t.Fatalf("timeseries.csv: %d rows, header %v", len(rows), rows[0])
 	}
+	// Every failed dial the summary counts is in failed-dials.csv, naming who dialled whom.
+	df, err := os.Open(filepath.Join(out, "failed-dials.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer df.Close()
+	dials, err := csv.NewReader(df).ReadAll()
+	if err != nil || len(dials) == 0 || strings.Join(dials[0], ",") != "t_s,from,to,addr,error,cause" {
+		t.Fatalf("failed-dials.csv: %v, header %v", err, dials)
+	}
+	counted := sum.Handshakes.Total.Failed + sum.Handshakes.Total.Canceled
+	if float64(len(dials)-1) < counted {
+		t.Errorf("failed-dials.csv has %d dials, the summary counts %v", len(dials)-1, counted)
+	}
+	for _, row := range dials[1:] {
+		if !strings.HasPrefix(row[1], "gw-") && !strings.HasPrefix(row[1], "boot") || row[4] == "" {
+			t.Errorf("failed-dials.csv row %v: want the dialling node's name and an error", row)
+		}
+	}
+	t.Logf("%d failed dials logged (%v counted: %v)", len(dials)-1, counted, sum.Handshakes.Total.ByKind)
 	html, err := os.ReadFile(filepath.Join(out, "report.html"))
 	if err != nil {
 		t.Fatal(err)

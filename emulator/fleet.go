@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nanodc/nanodc/emulator/vnet"
@@ -65,6 +66,7 @@ type Fleet struct {
 	variant   *Variant
 	bootAddrs []string
 	delays    map[[2]string]time.Duration
+	dials     *dialLog // nil: failed dials are only counted
 }
 
 // siteDelay is the one-way backbone delay between two sites.
@@ -213,6 +215,10 @@ func (f *Fleet) startNode(g *Gateway) error {
 		Logger:           f.log.With("gateway", g.Name),
 		PacketNetwork:    g.Host,
 		Libp2pRegisterer: f.libp2pReg,
+	}
+	if f.dials != nil {
+		from := g.Name
+		opts.OnDialFailure = func(addr ma.Multiaddr, err, cause error) { f.dials.record(from, addr, err, cause) }
 	}
 	if f.variant != nil && !g.isBootstrap() {
 		if err := f.variant.apply(&opts.Config); err != nil {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -98,6 +99,11 @@ func runOnce(ctx context.Context, sc *Scenario, opts Options, v *Variant) (*Summ
 	if err != nil {
 		return nil, nil, err
 	}
+	if r.fleet.dials, err = newDialLog(filepath.Join(opts.OutDir, "failed-dials.csv"), slices.Concat(r.fleet.Bootstrap, r.fleet.Gateways)); err != nil {
+		r.fleet.Close()
+		return nil, nil, err
+	}
+	defer r.fleet.dials.Close() // after the fleet's: nodes may fail dials while stopping
 	defer r.fleet.Close()
 	r.fleet.variant = v
 	for _, w := range workloads {

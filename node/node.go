@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -34,6 +35,9 @@ type Options struct {
 	// Libp2pRegisterer, when set, receives go-libp2p's metrics instead of the node's own
 	// registry (the emulator shares one among all its nodes).
 	Libp2pRegisterer prometheus.Registerer
+	// OnDialFailure hears of every failed dial (overlay.Config.OnDialFailure; the emulator
+	// logs them). It needs Libp2pRegisterer.
+	OnDialFailure func(addr ma.Multiaddr, err, cause error)
 	// ProcessMetrics adds Go runtime and process collectors: right for the daemon, wrong for
 	// hundreds of emulated nodes sharing one process.
 	ProcessMetrics bool
@@ -127,6 +131,7 @@ func New(opts Options) (_ *Node, err error) {
 		PacketNetwork:      opts.PacketNetwork,
 		Registerer:         reg,
 		Libp2pRegisterer:   opts.Libp2pRegisterer,
+		OnDialFailure:      opts.OnDialFailure,
 		Logger:             n.log.With("component", "overlay"),
 		Version:            opts.Version,
 	})

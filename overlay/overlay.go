@@ -91,8 +91,12 @@ type Config struct {
 	// metrics off). libp2p's collectors are process-wide, so the emulator shares one
 	// registry among all its nodes.
 	Libp2pRegisterer prometheus.Registerer
-	Logger           *slog.Logger
-	Version          string
+	// OnDialFailure, when set, hears of every failed dial attempt (the address, the error and
+	// its cause), for a researcher hunting the last failed handshakes of an emulated fleet.
+	// It needs Libp2pRegisterer or Registerer: it rides on go-libp2p's swarm metrics tracer.
+	OnDialFailure func(addr ma.Multiaddr, err, cause error)
+	Logger        *slog.Logger
+	Version       string
 }
 
 func (c *Config) setDefaults() {
@@ -236,9 +240,19 @@ func New(cfg Config) (_ *Overlay, err error) {
 	if cfg.Libp2pRegisterer == nil {
 		cfg.Libp2pRegisterer = cfg.Registerer
 	}
-	if cfg.Libp2pRegisterer != nil {
+	switch {
+	case cfg.Libp2pRegisterer != nil && cfg.OnDialFailure != nil:
+		// go-libp2p installs its swarm metrics tracer after the caller's swarm options, so
+		// the only way to see each failed dial is to turn its metrics off and install the
+		// same tracer, wrapped, ourselves; the resource manager's collectors, which the off
+		// switch also skips, are registered here.
+		reg := cfg.Libp2pRegisterer
+		tracer := dialFailureTracer{swarm.NewMetricsTracer(swarm.WithRegisterer(reg)), cfg.OnDialFailure}
+		opts = append(opts, libp2p.DisableMetrics(), libp2p.SwarmOpts(swarm.WithMetricsTracer(tracer)))
+		rcmgr.MustRegisterWith(reg)
+	case cfg.Libp2pRegisterer != nil:
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Libp2pRegisterer))
-	} else {
+	default:
 		opts = append(opts, libp2p.DisableMetrics())
 	}
 
@@ -627,4 +641,15 @@ func (o *Overlay) setServiceLimit(svc string, lim rcmgr.Limit) {
 // SliceLimit is the limit slice id's scope has now (for tests and probes).
 func (o *Overlay) SliceLimit(id string) rcmgr.Limit {
 	return o.sliceLimits.GetServiceLimits(SliceServicePrefix + id)
+}
+
+// dialFailureTracer is go-libp2p's swarm metrics tracer that also reports failed dials.
+type dialFailureTracer struct {
+	swarm.MetricsTracer
+	onFailure func(addr ma.Multiaddr, err, cause error)
+}
+
+func (t dialFailureTracer) FailedDialing(addr ma.Multiaddr, err, cause error) {
+	t.MetricsTracer.FailedDialing(addr, err, cause)
+	t.onFailure(addr, err, cause)
 }
