@@ -94,6 +94,7 @@ done
 "$BIN" vod add clip.mp4 --catalog "$DIR/catalog" --data "$DIR/node$VIEWER"
 echo "== origin switched off; node$VIEWER (not a replica) streams the clip from its peers"
 kill "$ORIGIN_PID"
+wait "$ORIGIN_PID" 2>/dev/null || true # off means off: its graceful shutdown has ended
 VOD=$("$BIN" node status --data "$DIR/node$VIEWER" --json | sed -n '/"vod"/,/}/s/.*"addr": "\([^"]*\)".*/\1/p')
 ffprobe -v error -show_entries format=duration,format_name:stream=codec_name,width,height -of compact "http://$VOD/vod/clip.mp4"
 curl -sf -o "$DIR/streamed.mp4" "http://$VOD/vod/clip.mp4"

@@ -582,13 +582,20 @@ func (a *App) announceWhenHolding(ti *title, t *torrent.Torrent) {
 	a.announceHave(ti.cid)
 	// The DHT record is for gateways that come later; gossip told the present ones. Its
 	// lookup and a score of dials wait until the stream that made this gateway a holder is
-	// under way.
-	wait := time.NewTimer(provideDelay)
-	defer wait.Stop()
-	select {
-	case <-a.ctx.Done():
-		return
-	case <-wait.C:
+	// under way. A pinned (pushed) title has no stream to protect and is placed to be
+	// found: it provides at once.
+	a.mu.Lock()
+	st := a.state.Titles[ti.entry.CID]
+	pinned := st != nil && st.Pinned
+	a.mu.Unlock()
+	if !pinned {
+		wait := time.NewTimer(provideDelay)
+		defer wait.Stop()
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-wait.C:
+		}
 	}
 	a.provide(ti)
 }
