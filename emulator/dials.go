@@ -18,12 +18,11 @@ import (
 // and its cause. The summary counts failed dials by kind; this says which ones, to find
 // the last few of a large fleet.
 type dialLog struct {
-	start  time.Time
-	byIP   map[string]string
-	mu     sync.Mutex
-	f      *os.File
-	w      *csv.Writer
-	failed int
+	start time.Time
+	byIP  map[string]string
+	mu    sync.Mutex
+	f     *os.File
+	w     *csv.Writer
 }
 
 func newDialLog(path string, gateways []*Gateway) (*dialLog, error) {
@@ -46,7 +45,6 @@ func (l *dialLog) record(from string, addr ma.Multiaddr, err, cause error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.failed++
 	_ = l.w.Write([]string{fmt.Sprintf("%.3f", time.Since(l.start).Seconds()), from, to, addr.String(), errText(err), errText(cause)})
 }
 
