@@ -29,7 +29,12 @@ test-short:
 # runs/demo-vod/report.html).
 demo: deps build
 	BIN=$(BIN) scripts/demo.sh
-	$(BIN) emulate --scenario emulator/scenarios/vod-demo.yaml --out runs/demo-vod
+	@# Exit status 3 is a run the emulator marked INVALID (its timing error passed the
+	@# scenario's threshold: the machine's CPU did not keep up). The table and the verdict are
+	@# printed either way; the demo says so rather than failing, any other error fails it.
+	@$(BIN) emulate --scenario emulator/scenarios/vod-demo.yaml --out runs/demo-vod; rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "demo: done, but the run is marked INVALID above: timing-sensitive figures (startup, stalls) are not trustworthy on this machine right now"; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
 bench: deps
 	scripts/bench.sh

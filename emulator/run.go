@@ -40,6 +40,10 @@ type Options struct {
 	ScenarioPath  string // for the report
 	// HeapProfile, when set, receives a Go heap profile taken once the fleet has settled.
 	HeapProfile io.Writer
+	// OnLateSecond, when set, is called for each measured second whose scheduler or delivery
+	// lateness p99 exceeded the validity threshold (a caller may snapshot a flight recorder).
+	// elapsed is the time since the measured phase began.
+	OnLateSecond func(elapsed, p99 time.Duration)
 }
 
 // Run builds the fleet, runs the scenario and writes its outputs. The returned summary is
@@ -373,6 +377,9 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		sched, reader := r.fleet.Net.TakeLateness()
 		r.rec.Set("lateness_ms_p99.scheduler", ms(sched.P99))
 		r.rec.Set("lateness_ms_p99.delivery", ms(reader.P99))
+		if late := max(sched.P99, reader.P99); late > r.sc.Validity.MaxLatenessP99 && r.opts.OnLateSecond != nil {
+			r.opts.OnLateSecond(el, late)
+		}
 		ps := r.peerStats()
 		r.rec.Set("gateways_up", float64(ps.up))
 		r.rec.Set("peers_avg", ps.avg)

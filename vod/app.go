@@ -239,10 +239,16 @@ type title struct {
 	t     *torrent.Torrent // nil until first use
 	// pushing is set while a push fills the title completely.
 	pushing bool
-	// lastDiscovery rate-limits provider lookups.
+	// lastDiscovery rate-limits discovery rounds (gossip, then maybe a DHT lookup).
 	lastDiscovery time.Time
-	provided      bool
-	counters      titleCounters
+	// DHT lookups back off while they find no provider not seen before (nextLookup,
+	// lookupGap): in a swarm with fewer holders than MaxPeers, each lookup would only dial
+	// (and close again) the same DHT nodes to learn nothing, and gossip names new holders.
+	nextLookup time.Time
+	lookupGap  time.Duration
+	seenProv   map[peer.ID]bool
+	provided   bool
+	counters   titleCounters
 
 	// guarded by fmu: gap fills in flight and the measured peer download rate.
 	fmu        sync.Mutex
@@ -673,6 +679,9 @@ func (a *App) discoverAfter(ti *title, after <-chan struct{}) {
 				return
 			}
 		}
+		if !a.lookupDue(ti) {
+			return
+		}
 		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 		defer cancel()
 		found, err := a.ov.FindProviders(ctx, ti.cid, max(4*a.opts.MaxPeers, 20))
@@ -680,8 +689,45 @@ func (a *App) discoverAfter(ti *title, after <-chan struct{}) {
 			a.log.Debug("vod: find providers", "title", ti.entry.Name, "err", err)
 			return
 		}
+		a.lookedUp(ti, found)
 		a.addPeers(t, a.pick(ti, append(found, a.gossipHolders(ti.cid)...)))
 	})
+}
+
+const (
+	// minLookupGap and maxLookupGap bound the time between two DHT lookups for a title.
+	minLookupGap = 3 * time.Second
+	maxLookupGap = 30 * time.Second
+)
+
+// lookupDue reports whether the title's DHT lookup may run now.
+func (a *App) lookupDue(ti *title) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !time.Now().Before(ti.nextLookup)
+}
+
+// lookedUp sets when the title's next lookup may run: soon when this one found a provider
+// never seen before (the swarm is growing), twice the last gap (up to maxLookupGap) when not.
+func (a *App) lookedUp(ti *title, found []overlay.PeerInfo) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ti.seenProv == nil {
+		ti.seenProv = map[peer.ID]bool{}
+	}
+	fresh := false
+	for _, p := range found {
+		if !ti.seenProv[p.ID] {
+			ti.seenProv[p.ID] = true
+			fresh = true
+		}
+	}
+	if fresh || ti.lookupGap == 0 {
+		ti.lookupGap = minLookupGap
+	} else {
+		ti.lookupGap = min(2*ti.lookupGap, maxLookupGap)
+	}
+	ti.nextLookup = time.Now().Add(ti.lookupGap)
 }
 
 // pick chooses whom to connect to: for nanodc our ISP's holders first and other ISPs only

@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
+	"sync"
 	"time"
 
 	"github.com/pbnjay/memory"
@@ -23,6 +26,8 @@ func newEmulateCmd() *cobra.Command {
 		asJSON, quiet     bool
 		cpuProfile        string
 		memProfile        string
+		tracePath         string
+		traceAfter        time.Duration
 		only              []string
 	)
 	cmd := &cobra.Command{
@@ -75,6 +80,13 @@ scenario's threshold is marked INVALID (exit status 3).`,
 				defer f.Close()
 				opts.HeapProfile = f
 			}
+			if tracePath != "" {
+				stop, err := traceFirstLateSecond(tracePath, traceAfter, &opts)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			sum, err := emulator.Run(cmd.Context(), sc, opts)
 			if err != nil {
 				return err
@@ -104,8 +116,40 @@ scenario's threshold is marked INVALID (exit status 3).`,
 	cmd.Flags().StringSliceVar(&only, "variant", nil, "run only these of the scenario's variants (repeatable)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to this file")
 	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a Go heap profile, taken once the fleet has settled, to this file")
+	cmd.Flags().StringVar(&tracePath, "trace", "", "keep a Go execution trace of the last seconds in memory and write it to this file at the first measured second that runs late (go tool trace FILE)")
+	cmd.Flags().DurationVar(&traceAfter, "trace-after", 0, "with --trace: ignore late seconds earlier than this into the measured phase")
 	_ = cmd.MarkFlagRequired("scenario")
 	return cmd
+}
+
+// traceFirstLateSecond runs the execution tracer as a flight recorder and writes its window
+// (the last ~5 s) to path the first time a measured second runs late (after the given time into
+// the measured phase): what kept the packet
+// scheduler from running is then in the file, without tracing a whole run.
+func traceFirstLateSecond(path string, after time.Duration, opts *emulator.Options) (stop func(), err error) {
+	fr := trace.NewFlightRecorder(trace.FlightRecorderConfig{MinAge: 5 * time.Second})
+	if err := fr.Start(); err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	var once sync.Once
+	opts.OnLateSecond = func(elapsed, p99 time.Duration) {
+		if elapsed < after {
+			return
+		}
+		once.Do(func() {
+			f, err := os.Create(path)
+			if err == nil {
+				_, err = fr.WriteTo(f)
+				err = errors.Join(err, f.Close())
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "trace: %v\n", err)
+				return
+			}
+			fmt.Fprintf(os.Stderr, "trace: a second ran late (p99 %s); the last seconds are in %s\n", p99, path)
+		})
+	}
+	return fr.Stop, nil
 }
 
 // exitError carries a specific exit status to main.

@@ -1,9 +1,12 @@
 package vodload
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nanodc/nanodc/emulator"
@@ -52,10 +55,13 @@ type Summary struct {
 	// NoHolderBytes are gap fills no other gateway held at all (busy holders aside), and
 	// GapFillByTitle the gap-fill bytes per title, most popular first: where the origin's
 	// bytes went, and whether placement or uplink capacity was short.
-	NoHolderBytes     int64    `json:"no_holder_origin_bytes"`
-	GapFillByTitle    []int64  `json:"gap_fill_bytes_by_title,omitempty"`
-	OriginServerBytes int64    `json:"origin_server_bytes"` // what the origin itself counted, pushes included
-	PushErrors        []string `json:"push_errors,omitempty"`
+	NoHolderBytes int64 `json:"no_holder_origin_bytes"`
+	// AvoidableByReason splits the gap fills a holder with spare uplink could have served
+	// by why they were fetched ("startup", "deadline"): which mechanism to sharpen.
+	AvoidableByReason map[string]int64 `json:"avoidable_origin_bytes_by_reason,omitempty"`
+	GapFillByTitle    []int64          `json:"gap_fill_bytes_by_title,omitempty"`
+	OriginServerBytes int64            `json:"origin_server_bytes"` // what the origin itself counted, pushes included
+	PushErrors        []string         `json:"push_errors,omitempty"`
 	// Each viewer, for a closer look.
 	Viewers []ViewerFigures `json:"viewers"`
 }
@@ -160,6 +166,7 @@ func (w *workload) Summary() any {
 		s.OffloadRatio = float64(useful) / float64(network)
 	}
 	s.GapFillBytes, s.UnavoidableBytes, s.NoHolderBytes = w.gapFills, w.unavoidable, w.noHolder
+	s.AvoidableByReason = maps.Clone(w.avoidableByReason)
 	if w.gapFills > 0 {
 		s.GapFillByTitle = make([]int64, len(w.entries))
 		for i, e := range w.entries {
@@ -292,7 +299,21 @@ func rowsOf(s Summary) [][]string {
 		{"push origin bytes", mb(s.PushOriginBytes)},
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
 		{"gap fills / of which no peer held (with spare uplink / at all)", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " / " + mb(s.NoHolderBytes)},
+		{"avoidable gap fills by reason", avoidableText(s.AvoidableByReason)},
 	}
+}
+
+// avoidableText lists the avoidable gap-fill bytes by reason, largest first.
+func avoidableText(by map[string]int64) string {
+	if len(by) == 0 {
+		return "none"
+	}
+	reasons := slices.SortedFunc(maps.Keys(by), func(a, b string) int { return cmp.Compare(by[b], by[a]) })
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = fmt.Sprintf("%s %.1f MB", r, float64(by[r])/1e6)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Compare puts the strategies side by side.

@@ -139,6 +139,9 @@ type workload struct {
 	unavoidable int64 // origin bytes no other gateway held at the time of the fetch
 	gapFills    int64 // origin bytes of deadline gap fills
 	noHolder    int64 // of which no other gateway held the piece at all
+	// avoidable gap-fill bytes (a holder had uplink to spare) by fetch reason: which
+	// mechanism spends the origin's bytes beyond the unavoidable
+	avoidableByReason map[string]int64
 	// gap-fill bytes by title CID: which titles the origin's viewing-phase bytes went to
 	gapFillsByCID map[string]int64
 	pushBytes     int64 // origin bytes of pushes
@@ -247,6 +250,11 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 	w.gapFillsByCID[f.CID] += f.Bytes
 	if !heldWithSpare {
 		w.unavoidable += f.Bytes
+	} else {
+		if w.avoidableByReason == nil {
+			w.avoidableByReason = map[string]int64{}
+		}
+		w.avoidableByReason[f.Reason] += f.Bytes
 	}
 	if !heldAtAll {
 		w.noHolder += f.Bytes
