@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -201,15 +201,18 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	sum.StartupSeconds = time.Since(t0).Seconds()
-	// Memory the fleet needs once started: after a GC that also returns free pages to the
-	// OS, so that the start-up peak (reported apart) does not count. Done before settling,
-	// so that the pause and the page faults that follow it are not measured.
+	// Memory the fleet needs once started: after a GC, without the free pages the heap
+	// keeps, so that the start-up peak (reported apart) does not count. Done before settling,
+	// so that the pause is not measured. The free pages are not returned to the OS
+	// (debug.FreeOSMemory): the heap would fault them back in during the measured phase,
+	// and on virtual machines whose page faults cost 15-20 µs each (seen on Firecracker)
+	// those faults alone made the runs invalid (docs/decisions.md).
 	nodes := float64(len(r.fleet.Gateways) + len(r.fleet.Bootstrap))
 	sum.Memory.PeakRSSMB = procStatusMB("VmHWM:")
-	debug.FreeOSMemory()
+	runtime.GC()
 	var msSettled runtime.MemStats
 	runtime.ReadMemStats(&msSettled)
-	sum.Memory.RSSAfterStartMB = rssMB()
+	sum.Memory.RSSAfterStartMB = rssInUseMB()
 	sum.Memory.PerGatewayMB = (sum.Memory.RSSAfterStartMB - rss0) / nodes
 	sum.Memory.LiveHeapPerGatewayMB = float64(msSettled.HeapAlloc) / (1 << 20) / nodes
 	sum.Memory.GoroutinesPerGateway = float64(runtime.NumGoroutine()) / nodes
@@ -289,8 +292,8 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	sum.Peers = PeersSummary{Min: ps.min, Median: ps.median, Max: ps.max, Avg: ps.avg, GatewaysBelow8: ps.below8, RoutingTableMedian: ps.rtMedian}
 	// The steady state, measured like the state after start-up (the phase is over, so the GC
 	// pause no longer matters) and before the DHT check's lookups open connections of their own.
-	debug.FreeOSMemory()
-	sum.Memory.RSSEndMB = rssMB()
+	runtime.GC()
+	sum.Memory.RSSEndMB = rssInUseMB()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	sum.Memory.GoHeapMB = float64(ms.HeapInuse) / (1 << 20)
@@ -626,6 +629,18 @@ func mapKeys[V any](m map[string]V) []string {
 }
 
 func rssMB() float64 { return procStatusMB("VmRSS:") }
+
+// rssInUseMB is the resident set without the heap's free pages not yet returned to the OS:
+// what the RSS would be after debug.FreeOSMemory, without returning them (see its caller).
+func rssInUseMB() float64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	free := 0.0
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		free = float64(s[0].Value.Uint64()) / (1 << 20)
+	}
+	return rssMB() - free
+}
 
 // procStatusMB reads a kB figure of /proc/self/status (VmRSS, VmHWM) in MB.
 func procStatusMB(field string) float64 {

@@ -42,13 +42,13 @@ type Summary struct {
 	} `json:"handshakes"`
 	Memory struct {
 		PeakRSSMB            float64 `json:"peak_rss_mb"`           // the process's high-water mark
-		RSSAfterStartMB      float64 `json:"rss_settled_mb"`        // right after start-up (DHT joins' connections still open), GC and free pages returned
+		RSSAfterStartMB      float64 `json:"rss_settled_mb"`        // right after start-up (DHT joins' connections still open), after a GC, without the heap's free pages
 		RSSEndMB             float64 `json:"rss_end_mb"`            // after the measured phase
 		GoHeapMB             float64 `json:"go_heap_in_use_mb"`     // at the end
 		PerGatewayMB         float64 `json:"rss_per_node_mb"`       // settled RSS over the empty process, per node
 		LiveHeapPerGatewayMB float64 `json:"live_heap_per_node_mb"` // live Go heap after settle, per node
 		GoroutinesPerGateway float64 `json:"goroutines_per_node"`
-		// The steady state: after the measured phase, a GC and returning free pages.
+		// The steady state: after the measured phase and a GC, without the heap's free pages.
 		EndPerGatewayMB         float64 `json:"rss_end_per_node_mb"`
 		EndLiveHeapPerGatewayMB float64 `json:"live_heap_end_per_node_mb"`
 		EndGoroutinesPerGateway float64 `json:"goroutines_end_per_node"`
