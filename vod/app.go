@@ -668,6 +668,9 @@ func (a *App) discoverAfter(ti *title, after <-chan struct{}) {
 		if len(gossip) > 0 {
 			a.addPeers(t, a.pick(ti, gossip))
 		}
+		if !a.lookupDue(ti) {
+			return
+		}
 		// When gossip named enough of our ISP's holders, the lookup leaves the uplink to the
 		// handshakes with them for a while: its dials would delay the stream's next pieces.
 		if a.opts.Strategy == StrategyNanodc && 2*a.usable(gossip) >= a.opts.MaxPeers {
@@ -678,9 +681,6 @@ func (a *App) discoverAfter(ti *title, after <-chan struct{}) {
 				wait.Stop()
 				return
 			}
-		}
-		if !a.lookupDue(ti) {
-			return
 		}
 		ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 		defer cancel()

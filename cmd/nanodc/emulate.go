@@ -123,9 +123,9 @@ scenario's threshold is marked INVALID (exit status 3).`,
 }
 
 // traceFirstLateSecond runs the execution tracer as a flight recorder and writes its window
-// (the last ~5 s) to path the first time a measured second runs late (after the given time into
-// the measured phase): what kept the packet
-// scheduler from running is then in the file, without tracing a whole run.
+// (the last ~5 s) to path the first time a measured second runs late, ignoring the first
+// `after` of the measured phase: what kept the packet scheduler from running is then in the
+// file, without tracing a whole run.
 func traceFirstLateSecond(path string, after time.Duration, opts *emulator.Options) (stop func(), err error) {
 	fr := trace.NewFlightRecorder(trace.FlightRecorderConfig{MinAge: 5 * time.Second})
 	if err := fr.Start(); err != nil {

@@ -115,7 +115,7 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 		}
 	}
 	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}, sliceSetup: map[*emulator.Gateway]sliceSetup{},
-		replicas: map[int]map[*emulator.Gateway]bool{}, pushedWhole: map[int]bool{}, gapFillsByCID: map[string]int64{}}, nil
+		replicas: map[int]map[*emulator.Gateway]bool{}, pushedWhole: map[int]bool{}, gapFillsByCID: map[string]int64{}, avoidableByReason: map[string]int64{}}, nil
 }
 
 // originIP is where the provider's origin sits in the datacenter.
@@ -251,9 +251,6 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 	if !heldWithSpare {
 		w.unavoidable += f.Bytes
 	} else {
-		if w.avoidableByReason == nil {
-			w.avoidableByReason = map[string]int64{}
-		}
 		w.avoidableByReason[f.Reason] += f.Bytes
 	}
 	if !heldAtAll {
