@@ -87,7 +87,7 @@ func runOnce(ctx context.Context, sc *Scenario, opts Options, v *Variant) (*Summ
 	if err := os.MkdirAll(opts.OutDir, 0o755); err != nil {
 		return nil, nil, err
 	}
-	nodesDir, err := os.MkdirTemp("", "nanodc-emulate-*")
+	nodesDir, err := ScratchDir("nanodc-emulate-*")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -629,6 +629,21 @@ func mapKeys[V any](m map[string]V) []string {
 }
 
 func rssMB() float64 { return procStatusMB("VmRSS:") }
+
+// ScratchDir makes a directory for emulated state: the gateways' data directories, a
+// provider's files. It is in memory (tmpfs /dev/shm) when the machine has one and TMPDIR does
+// not say otherwise: an emulated gateway's disk must not stall the process that runs the
+// whole fleet. On a disk, the piece-completion database's fsyncs and the torrent storage's
+// msyncs held a processor for up to 9 ms at a time, and the packet scheduler waited behind
+// them (docs/decisions.md).
+func ScratchDir(pattern string) (string, error) {
+	if os.Getenv("TMPDIR") == "" {
+		if dir, err := os.MkdirTemp("/dev/shm", pattern); err == nil {
+			return dir, nil
+		}
+	}
+	return os.MkdirTemp("", pattern)
+}
 
 // rssInUseMB is the resident set without the heap's free pages not yet returned to the OS:
 // what the RSS would be after debug.FreeOSMemory, without returning them (see its caller).

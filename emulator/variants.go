@@ -27,7 +27,10 @@ func runVariants(ctx context.Context, sc *Scenario, opts Options) (*Summary, err
 		DurationSeconds: sc.Duration.Seconds(), Variants: map[string]*Summary{},
 		Workloads: map[string]any{},
 	}
-	var runs []*run
+	// Only what the comparison needs is kept of each variant: holding its *run would keep
+	// its whole fleet reachable, and its heap would pin pages under the next variants
+	// (each variant then started with more memory in use than the one before).
+	var runs []finishedRun
 	for i := range sc.Variants {
 		v := &sc.Variants[i]
 		vopts := opts
@@ -54,7 +57,7 @@ func runVariants(ctx context.Context, sc *Scenario, opts Options) (*Summary, err
 			}
 			m[v.Name] = section
 		}
-		runs = append(runs, r)
+		runs = append(runs, finishedRun{workloads: r.workloads, rec: r.rec})
 	}
 	data, err := json.MarshalIndent(combined, "", "  ")
 	if err != nil {
@@ -66,7 +69,13 @@ func runVariants(ctx context.Context, sc *Scenario, opts Options) (*Summary, err
 	return combined, report.WriteFile(filepath.Join(opts.OutDir, "report.html"), comparisonReport(sc, opts, combined, runs))
 }
 
-func comparisonReport(sc *Scenario, opts Options, s *Summary, runs []*run) report.Report {
+// finishedRun is what a variant's comparison needs once its fleet is gone.
+type finishedRun struct {
+	workloads []Workload
+	rec       *Recorder
+}
+
+func comparisonReport(sc *Scenario, opts Options, s *Summary, runs []finishedRun) report.Report {
 	verdict := report.Verdict{Valid: s.Valid, Reason: strings.Join(s.InvalidReasons, "; ")}
 	if s.Valid {
 		verdict.Reason = fmt.Sprintf("every variant ran with scheduler and delivery lateness p99 within %s", sc.Validity.MaxLatenessP99)

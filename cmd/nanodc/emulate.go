@@ -28,6 +28,7 @@ func newEmulateCmd() *cobra.Command {
 		memProfile        string
 		tracePath         string
 		traceAfter        time.Duration
+		traceOver         time.Duration
 		only              []string
 	)
 	cmd := &cobra.Command{
@@ -81,7 +82,7 @@ scenario's threshold is marked INVALID (exit status 3).`,
 				opts.HeapProfile = f
 			}
 			if tracePath != "" {
-				stop, err := traceFirstLateSecond(tracePath, traceAfter, &opts)
+				stop, err := traceFirstLateSecond(tracePath, traceAfter, traceOver, &opts)
 				if err != nil {
 					return err
 				}
@@ -118,6 +119,7 @@ scenario's threshold is marked INVALID (exit status 3).`,
 	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a Go heap profile, taken once the fleet has settled, to this file")
 	cmd.Flags().StringVar(&tracePath, "trace", "", "keep a Go execution trace of the last seconds in memory and write it to this file at the first measured second that runs late (go tool trace FILE)")
 	cmd.Flags().DurationVar(&traceAfter, "trace-after", 0, "with --trace: ignore late seconds earlier than this into the measured phase")
+	cmd.Flags().DurationVar(&traceOver, "trace-over", 0, "with --trace: ignore late seconds whose lateness p99 is below this (to catch the worst spikes)")
 	_ = cmd.MarkFlagRequired("scenario")
 	return cmd
 }
@@ -126,14 +128,14 @@ scenario's threshold is marked INVALID (exit status 3).`,
 // (the last ~5 s) to path the first time a measured second runs late, ignoring the first
 // `after` of the measured phase: what kept the packet scheduler from running is then in the
 // file, without tracing a whole run.
-func traceFirstLateSecond(path string, after time.Duration, opts *emulator.Options) (stop func(), err error) {
+func traceFirstLateSecond(path string, after, over time.Duration, opts *emulator.Options) (stop func(), err error) {
 	fr := trace.NewFlightRecorder(trace.FlightRecorderConfig{MinAge: 5 * time.Second})
 	if err := fr.Start(); err != nil {
 		return nil, fmt.Errorf("trace: %w", err)
 	}
 	var once sync.Once
 	opts.OnLateSecond = func(elapsed, p99 time.Duration) {
-		if elapsed < after {
+		if elapsed < after || p99 < over {
 			return
 		}
 		once.Do(func() {

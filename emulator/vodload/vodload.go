@@ -25,6 +25,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -181,8 +182,11 @@ func (b byteCounts) minus(o byteCounts) byteCounts {
 }
 
 // gwCounters follow one gateway's app across restarts (a restarted app counts from zero).
+// The app is known by a weak pointer: identity is all the counters need, and a strong one
+// would keep a stopped gateway's whole node (its host, swarm, torrent client) in the heap,
+// across the variants that run after this one.
 type gwCounters struct {
-	app     *vod.App
+	app     weak.Pointer[vod.App]
 	carried byteCounts // totals of earlier app instances
 	last    byteCounts
 }
@@ -351,7 +355,7 @@ func (w *workload) app(n *node.Node) *vod.App {
 func (w *workload) Prepare(_ context.Context, env *emulator.Env) error {
 	w.fleet = env.Fleet
 	var err error
-	if w.dir, err = os.MkdirTemp("", "nanodc-vod-*"); err != nil {
+	if w.dir, err = emulator.ScratchDir("nanodc-vod-*"); err != nil {
 		return err
 	}
 	return w.publish(env)
@@ -576,9 +580,9 @@ func (w *workload) counters() (sum byteCounts) {
 			w.stats[g] = c
 		}
 		app := w.app(g.Node())
-		if app != c.app {
+		if id := weak.Make(app); id != c.app {
 			c.carried, c.last = c.carried.plus(c.last), byteCounts{}
-			c.app = app
+			c.app = id
 		}
 		if app != nil {
 			st := app.Stats()

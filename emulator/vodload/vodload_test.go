@@ -5,11 +5,17 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"weak"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/nanodc/nanodc/emulator"
+	"github.com/nanodc/nanodc/emulator/report"
 )
 
 // miniScenario is a flash crowd small enough for `make test`: 10 ADSL2+ gateways in two ISPs,
@@ -36,6 +42,7 @@ workloads:
     warmup: 8s
     flash_crowd: {at: 2s, viewers: 6, over: 6s, title: 0}
     push: {titles: 1, replicas: 2}
+  - type: retention-probe
 variants:
   - {name: cdn-only, node: {vod: {strategy: cdn-only}}}
   - {name: nanodc, node: {vod: {strategy: nanodc}}}
@@ -53,7 +60,7 @@ func TestFlashCrowdVariants(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	sum, byVariant := runScenario(t, sc, out)
+	sum, byVariant, probe := runScenario(t, sc, out)
 	cdn, nano := byVariant["cdn-only"], byVariant["nanodc"]
 	if cdn.Strategy != "cdn-only" || nano.Strategy != "nanodc" {
 		t.Fatalf("variants %v: want cdn-only and nanodc sections", keys(byVariant))
@@ -111,6 +118,12 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if nano.PeerWastedBytes > nano.PeerBytes || nano.LocalBytes < 0 {
 		t.Errorf("wasted %d of %d peer bytes, local %d", nano.PeerWastedBytes, nano.PeerBytes, nano.LocalBytes)
 	}
+	// A finished variant leaves nothing of its fleet in the heap: what it kept reachable
+	// pinned pages under the next variants, which then ran on more memory (and page faults)
+	// than the first.
+	if len(probe.survivors) != 1 || probe.survivors[0] != 0 {
+		t.Errorf("nodes and VoD apps of the first variant still in the heap when the second started: %v (want [0])", probe.survivors)
+	}
 	if len(sum.VariantOrder) != 2 {
 		t.Errorf("combined summary lists variants %v", sum.VariantOrder)
 	}
@@ -143,7 +156,7 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc.Variants = sc.Variants[1:] // nanodc only
-	_, byVariant := runScenario(t, sc, t.TempDir())
+	_, byVariant, _ := runScenario(t, sc, t.TempDir())
 	nano, ok := byVariant["nanodc"]
 	if !ok || nano.Strategy != "nanodc" {
 		t.Fatalf("no nanodc section from the slices' apps: %+v", byVariant)
@@ -161,11 +174,16 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 
 // runScenario runs sc with the vod workload into out and returns the combined summary and
 // summary.json's vod sections by variant.
-func runScenario(t *testing.T, sc *emulator.Scenario, out string) (*emulator.Summary, map[string]Summary) {
+func runScenario(t *testing.T, sc *emulator.Scenario, out string) (*emulator.Summary, map[string]Summary, *probeState) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	sum, err := emulator.Run(ctx, sc, emulator.Options{OutDir: out, Workloads: map[string]emulator.WorkloadFactory{"vod": New}})
+	probe := &probeState{}
+	factories := map[string]emulator.WorkloadFactory{
+		"vod":             New,
+		"retention-probe": func(*yaml.Node) (emulator.Workload, error) { return &retentionProbe{probe}, nil },
+	}
+	sum, err := emulator.Run(ctx, sc, emulator.Options{OutDir: out, Workloads: factories})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +197,62 @@ func runScenario(t *testing.T, sc *emulator.Scenario, out string) (*emulator.Sum
 	if err := json.Unmarshal(raw, &file); err != nil {
 		t.Fatalf("summary.json: %v", err)
 	}
-	return sum, file.Workloads["vod"]
+	return sum, file.Workloads["vod"], probe
+}
+
+// retentionProbe is a workload that only watches: it keeps weak pointers to every node and
+// VoD app its variant started, and when the next variant prepares, counts how many of them
+// the garbage collector could not free.
+type retentionProbe struct{ *probeState }
+
+type probeState struct {
+	mu        sync.Mutex
+	started   []func() bool // reports whether the object is still in the heap
+	survivors []int         // per variant after the first
+}
+
+func (p *retentionProbe) NodeStarted(g *emulator.Gateway) {
+	n := g.Node()
+	if n == nil {
+		return
+	}
+	wn, wa := weak.Make(n), weak.Make(n.VOD())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.started = append(p.started, func() bool { return wn.Value() != nil }, func() bool { return wa.Value() != nil })
+}
+
+func (p *retentionProbe) Prepare(context.Context, *emulator.Env) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.started) == 0 {
+		return nil
+	}
+	// A stopped client's pending timers may hold it a few seconds more.
+	alive := 0
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		runtime.GC()
+		alive = 0
+		for _, isAlive := range p.started {
+			if isAlive() {
+				alive++
+			}
+		}
+		if alive == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	p.survivors = append(p.survivors, alive)
+	p.started = nil
+	return nil
+}
+
+func (p *retentionProbe) Start(context.Context, *emulator.Env) error { return nil }
+func (p *retentionProbe) Wait()                                      {}
+func (p *retentionProbe) Sample(*emulator.Recorder)                  {}
+func (p *retentionProbe) Summary() any                               { return nil }
+func (p *retentionProbe) Report(*emulator.Recorder) (report.Table, []report.Plot) {
+	return report.Table{}, nil
 }
 
 func keys[V any](m map[string]V) []string {
