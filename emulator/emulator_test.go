@@ -50,6 +50,9 @@ func TestSmokeScenario(t *testing.T) {
 			t.Fatalf("invalid verdict inconsistent with lateness %+v", sum.Lateness)
 		}
 	}
+	if f := sum.MachineTimerFloor; f == nil || f.Count < 100 || f.P50 > f.P99 || f.P99 > f.Max {
+		t.Errorf("machine timer floor %+v: want ordered percentiles of at least 100 sleeps", f)
+	}
 	if sum.Gateways != 20 || sum.BootstrapNodes != 2 {
 		t.Errorf("fleet of %d+%d nodes, want 20+2", sum.Gateways, sum.BootstrapNodes)
 	}

@@ -44,6 +44,8 @@ type Options struct {
 	// lateness p99 exceeded the validity threshold (a caller may snapshot a flight recorder).
 	// elapsed is the time since the measured phase began.
 	OnLateSecond func(elapsed, p99 time.Duration)
+
+	timerFloor *LatenessFigures // measured once per Run, before any fleet
 }
 
 // Run builds the fleet, runs the scenario and writes its outputs. The returned summary is
@@ -56,6 +58,11 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (*Summary, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Progress != nil {
+		fmt.Fprintf(opts.Progress, "measuring this machine's timer floor (%s)\n", timerFloorWindow)
+	}
+	floor := machineFloor(timerFloorWindow)
+	opts.timerFloor = &floor
 	if len(sc.Variants) > 0 {
 		return runVariants(ctx, sc, opts)
 	}
@@ -167,6 +174,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		Scenario: r.sc.Name, Description: r.sc.Description, Seed: r.seed,
 		Gateways: len(r.fleet.Gateways), BootstrapNodes: len(r.fleet.Bootstrap),
 		DurationSeconds: r.sc.Duration.Seconds(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
+		MachineTimerFloor: r.opts.timerFloor,
 	}
 	r.progress = newProgress(r.opts.Progress, r.opts.ProgressLines)
 	defer r.progress.done()
@@ -282,7 +290,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	for name, l := range map[string]vnet.Lateness{"scheduler": st.Scheduler, "delivery": st.Reader} {
 		if l.P99 > limit {
 			sum.Valid = false
-			sum.InvalidReasons = append(sum.InvalidReasons, fmt.Sprintf("%s lateness p99 %.2f ms > %.2f ms: the CPU could not keep up, timing figures are wrong", name, ms(l.P99), ms(limit)))
+			sum.InvalidReasons = append(sum.InvalidReasons, fmt.Sprintf("%s lateness p99 %.2f ms > %.2f ms: the CPU could not keep up, timing figures are wrong%s", name, ms(l.P99), ms(limit), floorNote(r.opts.timerFloor)))
 		}
 	}
 	slices.Sort(sum.InvalidReasons)

@@ -63,6 +63,10 @@ type Summary struct {
 	Workloads  map[string]any `json:"workloads"`
 	GoVersion  string         `json:"go_version"`
 	CPUs       int            `json:"cpus"`
+	// MachineTimerFloor is how late this machine wakes a sleeping goroutine while one
+	// processor is busy, measured before the fleet starts: the part of the lateness budget
+	// no fleet can win back.
+	MachineTimerFloor *LatenessFigures `json:"machine_timer_floor,omitempty"`
 	// A scenario with variants: each variant's own summary, in the scenario's order.
 	// Workloads then holds, per workload, its section per variant.
 	VariantOrder []string            `json:"variant_order,omitempty"`
@@ -232,12 +236,20 @@ func SummaryTable(s *Summary) report.Table {
 		{"handshakes", fmt.Sprintf("%.0f completed and %.0f failed dials at start-up; %.0f / %.0f over the run (faults included)%s", s.Handshakes.Startup.Completed, s.Handshakes.Startup.Failed, s.Handshakes.Total.Completed, s.Handshakes.Total.Failed, kinds(s.Handshakes.Total))},
 		{"lateness p50/p99/max", fmt.Sprintf("scheduler %.2f/%.2f/%.2f ms, delivery %.2f/%.2f/%.2f ms", s.Lateness.Scheduler.P50, s.Lateness.Scheduler.P99, s.Lateness.Scheduler.Max, s.Lateness.Reader.P50, s.Lateness.Reader.P99, s.Lateness.Reader.Max)},
 		{"lateness in the warm-up", warmupLateness(s)},
+		{"machine timer floor", timerFloorText(s.MachineTimerFloor)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run, %.2f during start-up", s.CPU.CoresUsed, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}
 	return report.Table{Title: "Summary", Columns: []string{"figure", "value"}, Rows: rows}
+}
+
+func timerFloorText(f *LatenessFigures) string {
+	if f == nil {
+		return "not measured"
+	}
+	return fmt.Sprintf("p50/p99/max %.2f/%.2f/%.2f ms: a goroutine sleeping 1 ms while another keeps a processor busy, before the fleet started", f.P50, f.P99, f.Max)
 }
 
 func warmupLateness(s *Summary) string {
@@ -267,6 +279,7 @@ func PrintSummary(w io.Writer, s *Summary) {
 			}
 			fmt.Fprintf(tw, "variant %s\t%s; start-up %.1f s; lateness p99 %.2f/%.2f ms; peak RSS %.0f MB\n", name, verdict, v.StartupSeconds, v.Lateness.Scheduler.P99, v.Lateness.Reader.P99, v.Memory.PeakRSSMB)
 		}
+		fmt.Fprintf(tw, "machine timer floor\t%s\n", timerFloorText(s.MachineTimerFloor))
 		for _, t := range s.Comparison {
 			fmt.Fprintf(tw, "\n%s\n", t.Title)
 			fmt.Fprintf(tw, "%s\n", strings.Join(t.Columns, "\t"))
