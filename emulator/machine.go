@@ -10,11 +10,11 @@ import (
 // machineFloor measures how late this machine wakes a sleeping goroutine when nothing of the
 // emulator runs yet but one processor is busy: a goroutine sleeps 1 ms at a time while
 // another computes in 30 ms bursts (the shape of a hash or a burst of handshakes). It is the
-// part of the validity budget the emulator cannot win back: on a bare-metal machine it is
-// ~0.1 ms at p99, on the Firecracker VM of docs/BENCHMARKS.md session 11 about 2.4 ms of the
-// 5 ms threshold (an idle virtual CPU takes milliseconds to wake). Reported next to the
-// run's own lateness, it tells a researcher whether an invalid run is the fleet's doing or
-// the machine's.
+// part of the validity budget the emulator cannot win back: expected at ~0.1 ms at p99 on
+// bare metal, it is 2.4 ms of the 5 ms threshold on the Firecracker VM of docs/BENCHMARKS.md
+// session 11 (an idle virtual CPU takes milliseconds to wake). Reported next to the run's
+// own lateness, it tells a researcher whether an invalid run is the fleet's doing or the
+// machine's.
 // timerFloorWindow is how long the floor is measured, once per Run.
 const timerFloorWindow = 3 * time.Second
 
