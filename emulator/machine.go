@@ -7,14 +7,6 @@ import (
 	"time"
 )
 
-// machineFloor measures how late this machine wakes a sleeping goroutine when nothing of the
-// emulator runs yet but one processor is busy: a goroutine sleeps 1 ms at a time while
-// another computes in 30 ms bursts (the shape of a hash or a burst of handshakes). It is the
-// part of the validity budget the emulator cannot win back: expected at ~0.1 ms at p99 on
-// bare metal, it is 2.4 ms of the 5 ms threshold on the Firecracker VM of docs/BENCHMARKS.md
-// session 11 (an idle virtual CPU takes milliseconds to wake). Reported next to the run's
-// own lateness, it tells a researcher whether an invalid run is the fleet's doing or the
-// machine's.
 // timerFloorWindow is how long the floor is measured, once per Run.
 const timerFloorWindow = 3 * time.Second
 
@@ -26,6 +18,14 @@ func floorNote(f *LatenessFigures) string {
 	return fmt.Sprintf(" (this machine's own timer floor: p99 %.2f ms with one processor busy)", f.P99)
 }
 
+// machineFloor measures how late this machine wakes a sleeping goroutine when nothing of the
+// emulator runs yet but one processor is busy: a goroutine sleeps 1 ms at a time while
+// another computes in 30 ms bursts (the shape of a hash or a burst of handshakes). It is the
+// part of the validity budget the emulator cannot win back: expected at ~0.1 ms at p99 on
+// bare metal, it is 2.4 ms of the 5 ms threshold on the Firecracker VM of docs/BENCHMARKS.md
+// session 11 (an idle virtual CPU takes milliseconds to wake). Reported next to the run's
+// own lateness, it tells a researcher whether an invalid run is the fleet's doing or the
+// machine's.
 func machineFloor(d time.Duration) LatenessFigures {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
