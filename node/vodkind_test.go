@@ -86,7 +86,7 @@ func TestVODInProviderSlice(t *testing.T) {
 		t.Fatal(err)
 	}
 	pushed := time.Now()
-	res, err := vod.PushToNamespace(ctx, h, ov.ID(), "video", entry)
+	res, err := vod.PushToNamespace(ctx, h, ov.ID(), "video", entry, 0)
 	if err != nil || !res.OK {
 		t.Fatalf("push: %v %+v", err, res)
 	}
@@ -153,7 +153,7 @@ func TestVODInProviderSlice(t *testing.T) {
 	}
 	otherProv, _ := peer.IDFromPrivateKey(otherKey)
 	otherEntry := publish(otherKey)
-	if res, err := vod.PushToNamespace(ctx, h2, ov.ID(), "video", otherEntry); err == nil && res.OK {
+	if res, err := vod.PushToNamespace(ctx, h2, ov.ID(), "video", otherEntry, 0); err == nil && res.OK {
 		t.Fatal("a competitor pushed a title into the video provider's slice")
 	} else if err == nil && res.Error == "" {
 		t.Fatal("the refused push gave no reason")
@@ -170,7 +170,7 @@ func TestVODInProviderSlice(t *testing.T) {
 	if r := post(t, addr, root, slice.Request{Op: slice.OpAppInstall, Slice: "video2", Unit: raw2, Start: true}); r.Status != 200 {
 		t.Fatalf("second provider's vod app: %+v", r)
 	}
-	if res, err := vod.PushToNamespace(ctx, h2, ov.ID(), "video2", otherEntry); err != nil || !res.OK {
+	if res, err := vod.PushToNamespace(ctx, h2, ov.ID(), "video2", otherEntry, 0); err != nil || !res.OK {
 		t.Fatalf("push into video2: %v %+v", err, res)
 	}
 	for _, c := range []struct {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	g "github.com/anacrolix/generics"
 	alog "github.com/anacrolix/log"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
@@ -325,7 +326,12 @@ func (a *App) startClient() error {
 			return filepath.Join(base, ih.HexString())
 		},
 		PieceCompletion: completion,
-		Logger:          a.log,
+		// No ".part" files: anacrolix marks every piece of a part file incomplete when it
+		// opens a torrent, so a title cached in part (a prefix, a stream stopped halfway)
+		// would be lost at each restart. Pieces are written in place instead (sparse files),
+		// and the bolt completion store says which of them verified.
+		UsePartFiles: g.Some(false),
+		Logger:       a.log,
 	}))
 	cfg := torrent.NewDefaultClientConfig()
 	cfg.DefaultStorage = a.storage
@@ -506,7 +512,7 @@ func (a *App) loadTitles() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for c, ti := range a.titles {
-		if st := a.state.Titles[c]; st != nil && (st.Pinned || st.Plays > 0) {
+		if st := a.state.Titles[c]; st != nil && (st.Pinned || st.Prefix > 0 || st.Plays > 0) {
 			if _, err := a.torrentLocked(ti); err != nil {
 				return err
 			}

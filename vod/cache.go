@@ -40,6 +40,7 @@ type TitleStats struct {
 	Name            string `json:"name"`
 	CachedBytes     int64  `json:"cached_bytes"`
 	Pinned          bool   `json:"pinned"`
+	PrefixBytes     int64  `json:"prefix_bytes,omitempty"` // placed by a prefix push, kept through eviction
 	Plays           int    `json:"plays"`
 	Streams         int64  `json:"streams"`
 	Stalls          int64  `json:"stalls"`
@@ -74,7 +75,7 @@ func (a *App) Stats() Stats {
 	for _, ti := range titles {
 		ts := TitleStats{
 			CID: ti.entry.CID, Name: ti.entry.Name,
-			Pinned: states[ti.entry.CID].Pinned, Plays: states[ti.entry.CID].Plays,
+			Pinned: states[ti.entry.CID].Pinned, PrefixBytes: states[ti.entry.CID].Prefix, Plays: states[ti.entry.CID].Plays,
 			Streams: ti.counters.streams.Load(), Stalls: ti.counters.stalls.Load(),
 			ServedCache: ti.counters.servedCache.Load(), ServedNetwork: ti.counters.servedNetwork.Load(),
 			OriginBytes: ti.counters.originBytes.Load(),
@@ -113,6 +114,47 @@ func (a *App) sampleMetrics() {
 // peers can give it, so N replicas cost about one copy from the origin instead of N. It
 // returns when the title is complete or ctx ends.
 func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error {
+	return a.preplace(ctx, e, 0, with)
+}
+
+// PushPrefix places the first prefix bytes of a title (whole pieces) on this gateway: prefix
+// caching (Sen, Rexford and Towsley, INFOCOM'99). A viewer of the title then starts from the
+// gateway's own disk, with no origin round trip and no new peer connection before the first
+// frame, and the prefix's seconds of playback give the stream's peer discovery its time. The
+// prefix comes from peers (with: replicas the provider names, usually the nearest ones) and
+// from the origin only when they give nothing, as for Push. The prefix survives eviction:
+// the rest of the title may go, the prefix is fetched again.
+func (a *App) PushPrefix(ctx context.Context, e *catalog.Entry, prefix int64, with ...peer.ID) error {
+	if prefix <= 0 {
+		return fmt.Errorf("vod: prefix push %q: the prefix must be positive, not %d bytes", e.Name, prefix)
+	}
+	return a.preplace(ctx, e, prefix, with)
+}
+
+// prefixPieces is how many pieces hold the first prefix bytes of a title (all of them for 0).
+func prefixPieces(ti *title, prefix int64) int {
+	n := ti.t.NumPieces()
+	if prefix <= 0 || prefix >= ti.entry.Size {
+		return n
+	}
+	return min(n, int((prefix+ti.entry.PieceLength-1)/ti.entry.PieceLength))
+}
+
+// completedBelow is how many bytes of pieces [0, upto) this gateway holds.
+func completedBelow(ti *title, upto int) int64 {
+	t := ti.t
+	if upto == t.NumPieces() {
+		return t.BytesCompleted()
+	}
+	var n int64
+	for i := range upto {
+		n += pieceSize(ti, i) - t.PieceBytesMissing(i)
+	}
+	return n
+}
+
+// preplace fills a title (prefix 0) or its first prefix bytes; see Push and PushPrefix.
+func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with []peer.ID) error {
 	if a.client == nil {
 		return fmt.Errorf("vod: push %q: the %s strategy keeps no cache", e.Name, a.opts.Strategy)
 	}
@@ -126,8 +168,14 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error
 		a.mu.Unlock()
 		return err
 	}
+	upto := prefixPieces(ti, prefix)
+	whole := upto == t.NumPieces()
 	st := a.state.title(e.CID)
-	st.Pinned = true
+	if whole {
+		st.Pinned = true
+	} else {
+		st.Prefix = max(st.Prefix, prefix)
+	}
 	st.LastUsed = time.Now()
 	ti.pushing = true
 	saveErr := a.state.save()
@@ -141,7 +189,16 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error
 		return fmt.Errorf("vod: push %q: %w", e.Name, saveErr)
 	}
 	a.enforceQuota()
-	t.DownloadAll()
+	var want int64
+	for i := range upto {
+		want += pieceSize(ti, i)
+	}
+	placed := func() bool { return completedBelow(ti, upto) == want }
+	if whole {
+		t.DownloadAll()
+	} else {
+		t.DownloadPieces(0, upto)
+	}
 	if len(with) > 0 {
 		co := make([]overlay.PeerInfo, 0, len(with))
 		for _, id := range with {
@@ -161,16 +218,16 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error
 	// peers; it fails only when neither has delivered a piece for pushStallLimit.
 	originAfter := time.Now().Add(pushPeerGrace)
 	var originErr error
-	done, lastProgress := t.BytesCompleted(), time.Now()
+	done, lastProgress := completedBelow(ti, upto), time.Now()
 	var recent []pushSample
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if t.Complete().Bool() {
+		if placed() {
 			return nil
 		}
 		now := time.Now()
-		if n := t.BytesCompleted(); n > done {
+		if n := completedBelow(ti, upto); n > done {
 			done, lastProgress = n, now
 		}
 		recent = append(slices.DeleteFunc(recent, func(x pushSample) bool { return now.Sub(x.at) > pushRateWindow }), pushSample{now, done})
@@ -178,12 +235,12 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error
 			return fmt.Errorf("vod: push %q: no peer delivered for %v and the origin failed: %w", e.Name, pushStallLimit, originErr)
 		}
 		if ctx.Err() == nil && !time.Now().Before(originAfter) {
-			unheld, anyMissing, peersCanGive := a.pushOriginPiece(ti)
+			unheld, anyMissing, peersCanGive := a.pushOriginPiece(ti, upto)
 			i := -1
 			switch {
 			case !peersCanGive:
 				i = unheld
-			case time.Since(lastProgress) >= pushStarved || pushBehind(ctx, now, ti.entry.Size-done, recent):
+			case time.Since(lastProgress) >= pushStarved || pushBehind(ctx, now, want-done, recent):
 				i = unheld
 				if i < 0 {
 					i = anyMissing // peers hold what is missing but do not deliver it
@@ -236,17 +293,18 @@ func pushBehind(ctx context.Context, now time.Time, missing int64, recent []push
 	return float64(missing) > rate*left.Seconds()
 }
 
-// pushOriginPiece picks what a push would take from the origin: a random missing piece that
-// no connected peer holds and a random missing piece at all (-1 when there is none that is
-// not already being fetched), and whether connected peers hold any piece this gateway lacks.
-func (a *App) pushOriginPiece(ti *title) (unheldPick, anyPick int, peersCanGive bool) {
+// pushOriginPiece picks what a push of pieces [0, upto) would take from the origin: a random
+// missing piece that no connected peer holds and a random missing piece at all (-1 when there
+// is none that is not already being fetched), and whether connected peers hold any piece this
+// gateway lacks.
+func (a *App) pushOriginPiece(ti *title, upto int) (unheldPick, anyPick int, peersCanGive bool) {
 	t := ti.t
 	held := roaring.New()
 	for _, pc := range t.PeerConns() {
 		held.Or(pc.PeerPieces())
 	}
 	var unheld, missing []int
-	for i := range t.NumPieces() {
+	for i := range upto {
 		if t.Piece(i).State().Complete || ti.inflight(i) {
 			continue
 		}
@@ -322,8 +380,15 @@ func (a *App) enforceQuota() {
 		if st.Pinned || busy[ti] || ti.pushing || n == 0 {
 			continue
 		}
+		var keep int64 // a placed prefix comes back after an eviction
+		if st.Prefix > 0 {
+			keep = completedBelow(ti, prefixPieces(ti, st.Prefix))
+		}
+		if n <= keep {
+			continue
+		}
 		age := time.Since(st.LastUsed).Hours()
-		cands = append(cands, cand{ti, n, float64(st.Plays+1) / (1 + age)})
+		cands = append(cands, cand{ti, n - keep, float64(st.Plays+1) / (1 + age)})
 	}
 	if total <= a.opts.CacheBytes {
 		return
@@ -344,6 +409,16 @@ func (a *App) enforceQuota() {
 		a.evictLocked(c.ti)
 		total -= c.bytes
 		a.log.Info("vod: evicted", "title", c.ti.entry.Name, "bytes", c.bytes)
+		if prefix := a.state.title(c.ti.entry.CID).Prefix; prefix > 0 {
+			e := c.ti.entry
+			a.wg.Go(func() {
+				ctx, cancel := context.WithTimeout(a.ctx, PushTimeout)
+				defer cancel()
+				if err := a.PushPrefix(ctx, e, prefix); err != nil && a.ctx.Err() == nil {
+					a.log.Warn("vod: placing an evicted title's prefix again", "title", e.Name, "err", err)
+				}
+			})
+		}
 	}
 }
 

@@ -65,6 +65,15 @@ type pushRequest struct {
 	Entry json.RawMessage `json:"entry"`
 	// With are the other gateways the title is pushed to (peer IDs), to trade pieces with.
 	With []string `json:"with,omitempty"`
+	// PrefixBytes, when set, asks for the title's first bytes only (App.PushPrefix).
+	PrefixBytes int64 `json:"prefix_bytes,omitempty"`
+}
+
+// pushOrder is a decoded push request.
+type pushOrder struct {
+	entry  *catalog.Entry
+	with   []peer.ID
+	prefix int64 // 0: the whole title
 }
 
 // maxPushWith bounds the co-replicas named in one push request.
@@ -108,38 +117,41 @@ func readFrame(r *bufio.Reader, limit int) ([]byte, error) {
 	return b, nil
 }
 
-// decodePushRequest reads a push request from an untrusted peer: the entry, and the other
-// gateways the title goes to.
-func decodePushRequest(r io.Reader) (*catalog.Entry, []peer.ID, error) {
+// decodePushRequest reads a push request from an untrusted peer: the entry, the other
+// gateways the title goes to, and how much of it (the whole title, or a prefix).
+func decodePushRequest(r io.Reader) (pushOrder, error) {
 	b, err := readFrame(bufio.NewReader(r), maxPushRequest)
 	if err != nil {
-		return nil, nil, fmt.Errorf("push request: %w", err)
+		return pushOrder{}, fmt.Errorf("push request: %w", err)
 	}
 	var req pushRequest
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return nil, nil, fmt.Errorf("push request: %w", err)
+		return pushOrder{}, fmt.Errorf("push request: %w", err)
 	}
 	if len(req.Entry) == 0 {
-		return nil, nil, errors.New("push request: entry: missing")
+		return pushOrder{}, errors.New("push request: entry: missing")
 	}
 	if len(req.With) > maxPushWith {
-		return nil, nil, fmt.Errorf("push request: with: %d gateways, at most %d", len(req.With), maxPushWith)
+		return pushOrder{}, fmt.Errorf("push request: with: %d gateways, at most %d", len(req.With), maxPushWith)
+	}
+	if req.PrefixBytes < 0 {
+		return pushOrder{}, fmt.Errorf("push request: prefix_bytes: %d is negative", req.PrefixBytes)
 	}
 	with := make([]peer.ID, 0, len(req.With))
 	for i, s := range req.With {
 		id, err := peer.Decode(s)
 		if err != nil {
-			return nil, nil, fmt.Errorf("push request: with[%d]: %q is not a peer ID: %w", i, s, err)
+			return pushOrder{}, fmt.Errorf("push request: with[%d]: %q is not a peer ID: %w", i, s, err)
 		}
 		with = append(with, id)
 	}
 	e, err := catalog.Decode(req.Entry)
 	if err != nil {
-		return nil, nil, fmt.Errorf("push request: %w", err)
+		return pushOrder{}, fmt.Errorf("push request: %w", err)
 	}
-	return e, with, nil
+	return pushOrder{entry: e, with: with, prefix: req.PrefixBytes}, nil
 }
 
 // handlePush serves PushProtocol: only a trusted provider may push, and only its own titles
@@ -152,7 +164,8 @@ func (a *App) handlePush(s network.Stream) {
 	defer s.Close()
 	remote := s.Conn().RemotePeer()
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
-	e, with, err := decodePushRequest(s)
+	order, err := decodePushRequest(s)
+	e := order.entry
 	_ = s.SetReadDeadline(time.Time{})
 	res := PushResult{}
 	switch {
@@ -166,7 +179,7 @@ func (a *App) handlePush(s network.Stream) {
 		start := time.Now()
 		before := a.origin.bytes.Load()
 		ctx, cancel := context.WithTimeout(a.ctx, PushTimeout)
-		err = a.Push(ctx, e, with...)
+		err = a.preplace(ctx, e, order.prefix, order.with)
 		cancel()
 		res.Seconds = time.Since(start).Seconds()
 		res.OriginBytes = a.origin.bytes.Load() - before
@@ -202,12 +215,13 @@ func containsPeer(ids []peer.ID, id peer.ID) bool {
 // PushTo asks gateway id to pre-place e, and waits for its answer. with are the gateways e
 // is pushed to at the same time (they trade pieces; see App.Push); id may be among them.
 func PushTo(ctx context.Context, h host.Host, id peer.ID, e *catalog.Entry, with ...peer.ID) (PushResult, error) {
-	return PushToNamespace(ctx, h, id, "", e, with...)
+	return PushToNamespace(ctx, h, id, "", e, 0, with...)
 }
 
 // PushToNamespace pushes to the VoD app of a provider's slice (namespace = the slice id;
-// "" is the gateway's own VoD app, as PushTo).
-func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace string, e *catalog.Entry, with ...peer.ID) (PushResult, error) {
+// "" is the gateway's own VoD app, as PushTo): the whole title (prefix 0) or its first prefix
+// bytes (App.PushPrefix).
+func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace string, e *catalog.Entry, prefix int64, with ...peer.ID) (PushResult, error) {
 	raw, err := e.Encode()
 	if err != nil {
 		return PushResult{}, err
@@ -220,7 +234,7 @@ func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace str
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
-	req := pushRequest{Entry: raw}
+	req := pushRequest{Entry: raw, PrefixBytes: prefix}
 	for _, w := range with {
 		req.With = append(req.With, w.String())
 	}
@@ -242,52 +256,98 @@ func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace str
 
 // Replica is one gateway's outcome of a fleet push.
 type Replica struct {
-	Peer        peer.ID        `json:"peer_id"`
-	Labels      overlay.Labels `json:"labels"`
-	Status      string         `json:"status"` // ok, failed, unreachable
-	Error       string         `json:"error,omitempty"`
-	Bytes       int64          `json:"bytes"`
-	OriginBytes int64          `json:"origin_bytes"`
-	Seconds     float64        `json:"seconds"`
+	Peer   peer.ID        `json:"peer_id"`
+	Labels overlay.Labels `json:"labels"`
+	// PrefixBytes is set for a gateway that got the title's prefix, not the whole title.
+	PrefixBytes int64   `json:"prefix_bytes,omitempty"`
+	Status      string  `json:"status"` // ok, failed, unreachable
+	Error       string  `json:"error,omitempty"`
+	Bytes       int64   `json:"bytes"`
+	OriginBytes int64   `json:"origin_bytes"`
+	Seconds     float64 `json:"seconds"`
 }
 
-// PushReplicas finds the fleet's VoD gateways, chooses n of them spread across access nodes
-// (matching selector) and pushes e to all of them in parallel.
-func PushReplicas(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, n int, selector map[string]string) ([]Replica, error) {
-	return PushReplicasNamespace(ctx, ov, "", e, n, selector)
+// PushPlan is what a provider places across the fleet for one title.
+type PushPlan struct {
+	// Namespace is the slice id whose VoD apps get the title ("" for the gateways' own).
+	Namespace string
+	// Replicas gateways, spread across access nodes, get the whole title.
+	Replicas int
+	// Prefix > 0: every other matching gateway gets the title's first Prefix bytes, from
+	// its nearest replicas (App.PushPrefix), once the replicas are in place.
+	Prefix int64
+	// Selector limits the candidates to gateways with these labels.
+	Selector map[string]string
 }
 
-// PushReplicasNamespace is PushReplicas for the VoD apps of a provider's slice (namespace =
-// the slice id): only gateways running that slice's VoD app are candidates.
-func PushReplicasNamespace(ctx context.Context, ov *overlay.Overlay, namespace string, e *catalog.Entry, n int, selector map[string]string) ([]Replica, error) {
-	found, err := ov.FindProviders(ctx, Protocols(namespace).Gateways, 0)
+// PrefixPushesAtOnce bounds the gateways a provider pushes prefixes to concurrently: a fleet
+// may be thousands, and each push is a connection and a stream on the provider's node.
+const PrefixPushesAtOnce = 32
+
+// PrefixSources is how many replicas a prefix push names to its gateway: the nearest ones,
+// enough that one slow or busy uplink does not hold the prefix up.
+const PrefixSources = 3
+
+// PushFleet finds the fleet's VoD gateways (those of plan.Namespace), pushes e to
+// plan.Replicas of them spread across access nodes (matching plan.Selector) in parallel, and
+// then, with plan.Prefix, its prefix to every other matching gateway. It returns one Replica
+// per gateway pushed to, whole copies first.
+func PushFleet(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, plan PushPlan) ([]Replica, error) {
+	found, err := ov.FindProviders(ctx, Protocols(plan.Namespace).Gateways, 0)
 	if err != nil {
 		return nil, fmt.Errorf("finding gateways: %w", err)
 	}
-	chosen := ChooseReplicas(found, n, selector)
-	if len(chosen) == 0 {
+	chosen := ChooseReplicas(found, plan.Replicas, plan.Selector)
+	var rest []overlay.PeerInfo
+	if plan.Prefix > 0 {
+		whole := map[peer.ID]bool{}
+		for _, g := range chosen {
+			whole[g.ID] = true
+		}
+		for _, g := range found {
+			if !whole[g.ID] && g.Labels.Matches(plan.Selector) {
+				rest = append(rest, g)
+			}
+		}
+	}
+	if len(chosen)+len(rest) == 0 {
 		return nil, fmt.Errorf("no gateway matches (found %d running the VoD app)", len(found))
 	}
-	out := make([]Replica, len(chosen))
+	out := make([]Replica, len(chosen)+len(rest))
 	ids := make([]peer.ID, len(chosen))
 	for i, g := range chosen {
 		ids[i] = g.ID
 	}
+	push := func(r *Replica, g overlay.PeerInfo, prefix int64, with []peer.ID) {
+		*r = Replica{Peer: g.ID, Labels: g.Labels, PrefixBytes: prefix}
+		res, err := PushToNamespace(ctx, ov.Host(), g.ID, plan.Namespace, e, prefix, with...)
+		switch {
+		case err != nil:
+			r.Status, r.Error = "unreachable", err.Error()
+		case !res.OK:
+			r.Status, r.Error = "failed", res.Error
+		default:
+			r.Status = "ok"
+		}
+		r.Bytes, r.OriginBytes, r.Seconds = res.Bytes, res.OriginBytes, res.Seconds
+	}
 	var wg sync.WaitGroup
 	for i, g := range chosen {
+		wg.Go(func() { push(&out[i], g, 0, ids) })
+	}
+	wg.Wait()
+	var placed []overlay.PeerInfo
+	for i, g := range chosen {
+		if out[i].Status == "ok" {
+			placed = append(placed, g)
+		}
+	}
+	sem := make(chan struct{}, PrefixPushesAtOnce)
+	for i, g := range rest {
+		sem <- struct{}{}
 		wg.Go(func() {
-			r := Replica{Peer: g.ID, Labels: g.Labels}
-			res, err := PushToNamespace(ctx, ov.Host(), g.ID, namespace, e, ids...)
-			switch {
-			case err != nil:
-				r.Status, r.Error = "unreachable", err.Error()
-			case !res.OK:
-				r.Status, r.Error = "failed", res.Error
-			default:
-				r.Status = "ok"
-			}
-			r.Bytes, r.OriginBytes, r.Seconds = res.Bytes, res.OriginBytes, res.Seconds
-			out[i] = r
+			defer func() { <-sem }()
+			push(&out[len(chosen)+i], g, plan.Prefix, NearestReplicas(g.Labels, placed, PrefixSources))
 		})
 	}
 	wg.Wait()

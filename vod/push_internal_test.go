@@ -75,8 +75,8 @@ func validPushFrame(t testing.TB) []byte {
 
 func TestDecodePushRequest(t *testing.T) {
 	good := validPushFrame(t)
-	if _, with, err := decodePushRequest(bytes.NewReader(good)); err != nil || len(with) != 0 {
-		t.Fatalf("valid request: %v (with %v)", err, with)
+	if o, err := decodePushRequest(bytes.NewReader(good)); err != nil || len(o.with) != 0 || o.prefix != 0 {
+		t.Fatalf("valid request: %v (%+v)", err, o)
 	}
 	frame := func(v any) []byte {
 		var buf bytes.Buffer
@@ -91,9 +91,16 @@ func TestDecodePushRequest(t *testing.T) {
 	coID, _ := peer.IDFromPrivateKey(coKey)
 	co := coID.String()
 	req.With = []string{co}
-	if _, with, err := decodePushRequest(bytes.NewReader(frame(req))); err != nil || len(with) != 1 || with[0].String() != co {
-		t.Fatalf("request with a co-replica: %v (with %v)", err, with)
+	if o, err := decodePushRequest(bytes.NewReader(frame(req))); err != nil || len(o.with) != 1 || o.with[0].String() != co {
+		t.Fatalf("request with a co-replica: %v (with %v)", err, o.with)
 	}
+	prefixed := req
+	prefixed.PrefixBytes = 1 << 20
+	if o, err := decodePushRequest(bytes.NewReader(frame(prefixed))); err != nil || o.prefix != 1<<20 {
+		t.Fatalf("prefix request: %v (prefix %d)", err, o.prefix)
+	}
+	negative := req
+	negative.PrefixBytes = -1
 	badWith := req
 	badWith.With = []string{co, "not-a-peer"}
 	tooMany := req
@@ -101,6 +108,7 @@ func TestDecodePushRequest(t *testing.T) {
 	for name, in := range map[string][]byte{
 		"with a bad peer id":     frame(badWith),
 		"with too many gateways": frame(tooMany),
+		"negative prefix":        frame(negative),
 		"empty":                  nil,
 		"huge length":            {0xff, 0xff, 0xff, 0xff, 0x0f},
 		"truncated":              good[:len(good)/2],
@@ -109,7 +117,7 @@ func TestDecodePushRequest(t *testing.T) {
 		"no entry":               frame(map[string]any{}),
 		"bad entry":              frame(map[string]any{"entry": map[string]any{"version": 1}}),
 	} {
-		if _, _, err := decodePushRequest(bytes.NewReader(in)); err == nil {
+		if _, err := decodePushRequest(bytes.NewReader(in)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -120,12 +128,15 @@ func FuzzDecodePushRequest(f *testing.F) {
 	f.Add([]byte{0x02, '{', '}'})
 	f.Add([]byte{0x0c, '{', '"', 'e', 'n', 't', 'r', 'y', '"', ':', '1', '}', '}'})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, with, err := decodePushRequest(bytes.NewReader(b))
-		if err == nil && e.Verify() != nil {
+		o, err := decodePushRequest(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if o.entry.Verify() != nil {
 			t.Fatal("accepted an entry that does not verify")
 		}
-		if len(with) > maxPushWith {
-			t.Fatalf("accepted %d co-replicas", len(with))
+		if len(o.with) > maxPushWith || o.prefix < 0 {
+			t.Fatalf("accepted %d co-replicas, prefix %d", len(o.with), o.prefix)
 		}
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/nanodc/nanodc/overlay"
 )
 
@@ -49,6 +51,30 @@ func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string)
 		if !added {
 			break
 		}
+	}
+	return out
+}
+
+// NearestReplicas returns up to k of the replicas nearest a gateway with labels at: those on
+// its access node first, then those in its ISP, then the others (each tier in ID order, so
+// the choice is deterministic), as the sources a prefix push names to that gateway.
+func NearestReplicas(at overlay.Labels, replicas []overlay.PeerInfo, k int) []peer.ID {
+	tier := func(l overlay.Labels) int {
+		switch {
+		case l.ISP == at.ISP && l.AccessNode == at.AccessNode:
+			return 0
+		case l.ISP == at.ISP:
+			return 1
+		}
+		return 2
+	}
+	sorted := slices.Clone(replicas)
+	slices.SortStableFunc(sorted, func(a, b overlay.PeerInfo) int {
+		return cmp.Or(cmp.Compare(tier(a.Labels), tier(b.Labels)), cmp.Compare(a.ID, b.ID))
+	})
+	out := make([]peer.ID, 0, min(k, len(sorted)))
+	for _, r := range sorted[:min(k, len(sorted))] {
+		out = append(out, r.ID)
 	}
 	return out
 }

@@ -19,7 +19,11 @@ type stateFile struct {
 }
 
 type titleState struct {
-	Pinned   bool      `json:"pinned,omitempty"`
+	Pinned bool `json:"pinned,omitempty"`
+	// Prefix is how many bytes from the title's start a prefix push placed here: kept through
+	// eviction (the rest of the title goes, the prefix is fetched again), so that a viewer
+	// starts from the gateway's own disk.
+	Prefix   int64     `json:"prefix_bytes,omitempty"`
 	Plays    int       `json:"plays"`
 	LastUsed time.Time `json:"last_used"`
 }

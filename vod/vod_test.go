@@ -673,6 +673,97 @@ func TestCoPushTakesOneCopyFromOrigin(t *testing.T) {
 	}
 }
 
+// TestPrefixPush: a provider places one whole copy and the title's prefix on every other
+// gateway. The prefixes come from the replica, not the origin; a prefix gateway holds exactly
+// the prefix's pieces and plays them with the origin and every peer gone; the prefix survives
+// a restart, and cache eviction takes the rest of a watched title but places the prefix again.
+func TestPrefixPush(t *testing.T) {
+	f := newFixture(t, 1<<20, 2e6) // 16 pieces of 64 KiB
+	for _, an := range []string{"an-1", "an-1", "an-2", "an-2"} {
+		f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: an}, 5*time.Millisecond, 20e6, 20e6)
+	}
+	f.waitRoutable()
+	provider := f.providerNode()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const prefix = 100_000 // two pieces
+	const prefixHeld = 2 * 64 << 10
+	var reps []vod.Replica
+	for ctx.Err() == nil { // the gateways may still be announcing themselves
+		var err error
+		if reps, err = vod.PushFleet(ctx, provider, f.entry, vod.PushPlan{Replicas: 1, Prefix: prefix}); err == nil && len(reps) == 4 {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if len(reps) != 4 {
+		t.Fatalf("pushed to %d gateways, want 4: %+v", len(reps), reps)
+	}
+	if reps[0].PrefixBytes != 0 || reps[0].Status != "ok" || reps[0].Bytes != int64(len(f.file)) {
+		t.Fatalf("the whole copy comes first: %+v", reps[0])
+	}
+	for _, r := range reps[1:] {
+		if r.Status != "ok" || r.PrefixBytes != prefix || r.Bytes != prefixHeld {
+			t.Fatalf("prefix push to %s: %+v; want ok, %d bytes held", r.Peer, r, prefixHeld)
+		}
+		if r.OriginBytes != 0 {
+			t.Errorf("prefix push to %s took %d bytes from the origin while the replica held the title", r.Peer, r.OriginBytes)
+		}
+	}
+	var prefixed []*gateway // ChooseReplicas picks the replica; the others got the prefix
+	for _, g := range f.nodes {
+		if g.ov.ID() != reps[0].Peer {
+			prefixed = append(prefixed, g)
+		}
+	}
+	for _, g := range prefixed {
+		ts := titleStats(t, g, f.entry.CID)
+		if ts.CachedBytes != prefixHeld || ts.PrefixBytes != prefix || ts.Pinned {
+			t.Fatalf("prefix gateway: %+v; want %d bytes cached, prefix %d, not pinned", ts, prefixHeld, prefix)
+		}
+	}
+
+	// The origin and the replica go away: the prefix still plays, from the gateway's disk.
+	f.up.Store(false)
+	for _, g := range f.nodes {
+		if g.ov.ID() == reps[0].Peer {
+			f.stopApp(g)
+		}
+	}
+	g := prefixed[0]
+	resp, body := get(t, g, f.entry.CID, fmt.Sprintf("bytes=0-%d", prefixHeld-1))
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, f.file[:prefixHeld]) {
+		t.Fatalf("prefix with origin and replica gone: status %s, %d bytes (equal %v)", resp.Status, len(body), bytes.Equal(body, f.file[:prefixHeld]))
+	}
+
+	// After a restart the prefix is still there; with a quota of little more than the prefix,
+	// watching the whole title (origin back) leaves the prefix placed again, and only it.
+	f.up.Store(true)
+	f.stopApp(g)
+	g.opts.CacheBytes = prefixHeld + 1000
+	f.startApp(g)
+	waitFor(t, 10*time.Second, "the prefix to be held after a restart", func() bool {
+		ts := titleStats(t, g, f.entry.CID)
+		return ts.CachedBytes == prefixHeld && ts.PrefixBytes == prefix
+	})
+	f.checkWhole(g)
+	waitFor(t, 30*time.Second, "eviction to leave the prefix only", func() bool {
+		ts := titleStats(t, g, f.entry.CID)
+		return ts.CachedBytes == prefixHeld && ts.PrefixBytes == prefix
+	})
+}
+
+func titleStats(t *testing.T, g *gateway, cid string) vod.TitleStats {
+	t.Helper()
+	for _, ts := range g.app.Stats().Titles {
+		if ts.CID == cid {
+			return ts
+		}
+	}
+	t.Fatalf("gateway does not list %s", cid)
+	return vod.TitleStats{}
+}
+
 // pushReplicas pushes e to n gateways found through the DHT, retrying while the gateways
 // are still announcing themselves.
 func pushReplicas(ctx context.Context, t *testing.T, provider *overlay.Overlay, e *catalog.Entry, n int) []vod.Replica {
@@ -680,7 +771,7 @@ func pushReplicas(ctx context.Context, t *testing.T, provider *overlay.Overlay, 
 	var reps []vod.Replica
 	for ctx.Err() == nil {
 		var err error
-		reps, err = vod.PushReplicas(ctx, provider, e, n, nil)
+		reps, err = vod.PushFleet(ctx, provider, e, vod.PushPlan{Replicas: n})
 		if err == nil && len(reps) == n {
 			return reps
 		}
@@ -771,6 +862,26 @@ func TestCacheSurvivesRestartAndQuota(t *testing.T) {
 	}
 	// The evicted title still streams (fetched again).
 	f.checkWhole(g)
+}
+
+// TestPartlyWatchedTitleSurvivesRestart: the pieces of a title watched in part are still
+// cached after a restart and play with the origin down (anacrolix's ".part" files used to
+// lose them: it marks every piece of a part file incomplete when it opens a torrent).
+func TestPartlyWatchedTitleSurvivesRestart(t *testing.T) {
+	f := newFixture(t, 1<<20, 2e6) // 16 pieces of 64 KiB
+	g := f.addGateway(vod.Options{})
+	const watched = 2 * 64 << 10
+	if resp, body := get(t, g, f.entry.CID, fmt.Sprintf("bytes=0-%d", watched-1)); resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, f.file[:watched]) {
+		t.Fatalf("first two pieces: status %s", resp.Status)
+	}
+	waitFor(t, 10*time.Second, "the watched pieces to be cached", func() bool { return titleStats(t, g, f.entry.CID).CachedBytes >= watched })
+	f.stopApp(g)
+	f.up.Store(false)
+	f.startApp(g)
+	waitFor(t, 10*time.Second, "the watched pieces to be cached after a restart", func() bool { return titleStats(t, g, f.entry.CID).CachedBytes >= watched })
+	if resp, body := get(t, g, f.entry.CID, fmt.Sprintf("bytes=0-%d", watched-1)); resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, f.file[:watched]) {
+		t.Fatalf("watched pieces after a restart, origin down: status %s, %d bytes", resp.Status, len(body))
+	}
 }
 
 // publishOther publishes a second title of random bytes at the same origin.

@@ -23,22 +23,34 @@ func newVodPushCmd() *cobra.Command {
 		bootstrap, selector []string
 		listen              string
 		replicas            int
-		timeout             time.Duration
+		prefix, timeout     time.Duration
 		asJSON              bool
 	)
 	cmd := &cobra.Command{
-		Use:   "push TITLE --replicas N --catalog DIR --key PROVIDER_KEY --bootstrap ADDR...",
+		Use:   "push TITLE --replicas N [--prefix DURATION] --catalog DIR --key PROVIDER_KEY --bootstrap ADDR...",
 		Short: "Pre-place a title on N gateways, spread across access nodes, ahead of demand",
 		Long: `Join the overlay as the provider (its key is the identity gateways check), find the
 gateways running the VoD app through the DHT, choose N of them spread across access nodes
 (and ISPs) among those matching --selector, and push the title to them: each fills it
-completely (from peers where they have it, else from the origin) and pins it. Prints one
-line per gateway: ok, failed (with the gateway's reason) or unreachable. TITLE is a CID,
-an infohash or a name from the catalog. Exit status 1 when any replica did not succeed.`,
+completely (from peers where they have it, else from the origin) and pins it.
+
+With --prefix, every other matching gateway then gets the title's first DURATION of
+playback (whole pieces), from its nearest replicas: a viewer there starts from the
+gateway's own disk, and its gateway has the prefix's seconds to find peers for the rest
+(prefix caching, for a premiere expected to draw a crowd). A gateway keeps a prefix through
+cache eviction. --replicas 0 with --prefix places prefixes only (from whichever gateways
+hold the title).
+
+Prints one line per gateway: ok, failed (with the gateway's reason) or unreachable. TITLE
+is a CID, an infohash or a name from the catalog. Exit status 1 when any push did not
+succeed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if replicas < 1 {
-				return errors.New("--replicas: must be at least 1")
+			if replicas < 0 || (replicas == 0 && prefix <= 0) {
+				return errors.New("--replicas: must be at least 1 (or 0 with --prefix)")
+			}
+			if prefix < 0 {
+				return fmt.Errorf("--prefix: %v is negative", prefix)
 			}
 			sel, err := parseSelector(selector)
 			if err != nil {
@@ -66,7 +78,12 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 				return err
 			}
 			defer ov.Close()
-			reps, err := vod.PushReplicasNamespace(ctx, ov, sliceID, entry, replicas, sel)
+			plan := vod.PushPlan{Namespace: sliceID, Replicas: replicas, Selector: sel}
+			if prefix > 0 {
+				// At least one byte: a prefix shorter than a piece still places the first piece.
+				plan.Prefix = max(1, int64(prefix.Seconds()*float64(entry.BitrateBps)/8))
+			}
+			reps, err := vod.PushFleet(ctx, ov, entry, plan)
 			if err != nil {
 				return err
 			}
@@ -79,20 +96,26 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 				}
 			} else {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "GATEWAY\tISP\tACCESS NODE\tSTATUS\tBYTES\tFROM ORIGIN\tSECONDS\tERROR")
+				fmt.Fprintln(tw, "GATEWAY\tISP\tACCESS NODE\tPLACED\tSTATUS\tBYTES\tFROM ORIGIN\tSECONDS\tERROR")
 				for _, r := range reps {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%s\n", r.Peer, orDash(r.Labels.ISP), orDash(r.Labels.AccessNode), r.Status, r.Bytes, r.OriginBytes, r.Seconds, r.Error)
+					placed := "title"
+					if r.PrefixBytes > 0 {
+						placed = fmt.Sprintf("prefix %d B", r.PrefixBytes)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%s\n", r.Peer, orDash(r.Labels.ISP), orDash(r.Labels.AccessNode), placed, r.Status, r.Bytes, r.OriginBytes, r.Seconds, r.Error)
 				}
 				tw.Flush()
 			}
-			failed := 0
+			failed, whole := 0, 0
 			for _, r := range reps {
 				if r.Status != "ok" {
 					failed++
+				} else if r.PrefixBytes == 0 {
+					whole++
 				}
 			}
-			if failed > 0 || len(reps) < replicas {
-				return fmt.Errorf("%d of %d replicas pushed (%d wanted)", len(reps)-failed, len(reps), replicas)
+			if failed > 0 || whole < replicas {
+				return fmt.Errorf("%d of %d pushes succeeded; %d whole copies placed (%d wanted)", len(reps)-failed, len(reps), whole, replicas)
 			}
 			return nil
 		},
@@ -104,6 +127,7 @@ an infohash or a name from the catalog. Exit status 1 when any replica did not s
 	fl.StringVar(&sliceID, "slice", "", "push to the VoD apps of this provider slice (default: the gateways' own VoD app)")
 	fl.StringSliceVar(&selector, "selector", nil, "only gateways with this label, label=value (repeatable)")
 	fl.IntVar(&replicas, "replicas", 3, "how many gateways get the title")
+	fl.DurationVar(&prefix, "prefix", 0, "also place this much of the title's start (playback time) on every other matching gateway")
 	fl.StringVar(&listen, "listen", "/ip4/0.0.0.0/udp/0/quic-v1", "where the provider's temporary node listens")
 	fl.DurationVar(&timeout, "timeout", 20*time.Minute, "give up after this long")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")

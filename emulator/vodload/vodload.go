@@ -63,6 +63,10 @@ type Params struct {
 	Push struct {
 		Titles   int `yaml:"titles"`   // the most popular titles are pushed…
 		Replicas int `yaml:"replicas"` // …to this many gateways each (nanodc strategy only)
+		// Prefix, when set, also places the first Prefix of playback of each pushed title on
+		// every other gateway, from its nearest replicas, once the replicas are in place
+		// (`nanodc vod push --prefix`).
+		Prefix time.Duration `yaml:"prefix"`
 	} `yaml:"push"`
 	// Player model.
 	StartupBuffer time.Duration `yaml:"startup_buffer"` // video buffered before playback starts
@@ -103,8 +107,8 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 		return nil, errors.New("arrival_rate: must not be negative")
 	case p.FlashCrowd.Viewers < 0 || p.FlashCrowd.Title < 0 || p.FlashCrowd.Title >= p.Titles:
 		return nil, fmt.Errorf("flash_crowd: viewers must not be negative and title must be in [0, %d)", p.Titles)
-	case p.Push.Titles < 0 || p.Push.Replicas < 0 || p.Push.Titles > p.Titles:
-		return nil, errors.New("push: titles and replicas must not be negative, titles at most the catalog")
+	case p.Push.Titles < 0 || p.Push.Replicas < 0 || p.Push.Prefix < 0 || p.Push.Titles > p.Titles:
+		return nil, errors.New("push: titles, replicas and prefix must not be negative, titles at most the catalog")
 	case p.UploadShare <= 0 || p.UploadShare > 1:
 		return nil, errors.New("upload_share: must be in (0, 1]")
 	case p.StartupBuffer <= 0 || p.Rebuffer <= 0 || p.MaxBuffer < p.StartupBuffer || p.Abandon <= 0:
@@ -475,6 +479,49 @@ func (w *workload) push(ctx context.Context) {
 				} else {
 					w.mu.Lock()
 					w.pushedWhole[t] = false
+					w.mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if w.p.Push.Prefix > 0 {
+		w.pushPrefixes(ctx, pctx, cands, byID)
+	}
+}
+
+// pushPrefixes places the first Push.Prefix of each pushed title on every gateway that is
+// not one of its replicas, from the nearest replicas, as `nanodc vod push --prefix` does
+// (vod.PushFleet): at most vod.PrefixPushesAtOnce at a time.
+func (w *workload) pushPrefixes(ctx, pctx context.Context, cands []overlay.PeerInfo, byID map[string]*emulator.Gateway) {
+	sem := make(chan struct{}, vod.PrefixPushesAtOnce)
+	var wg sync.WaitGroup
+	for t := range w.p.Push.Titles {
+		e := w.entries[t]
+		prefix := max(1, int64(w.p.Push.Prefix.Seconds()*float64(e.BitrateBps)/8))
+		w.mu.Lock()
+		var placed []overlay.PeerInfo
+		for _, c := range cands {
+			if w.replicas[t][byID[c.ID.String()]] {
+				placed = append(placed, c)
+			}
+		}
+		w.mu.Unlock()
+		for _, c := range cands {
+			g := byID[c.ID.String()]
+			if slices.ContainsFunc(placed, func(p overlay.PeerInfo) bool { return p.ID == c.ID }) {
+				continue
+			}
+			app := w.app(g.Node())
+			if app == nil {
+				continue
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := app.PushPrefix(pctx, e, prefix, vod.NearestReplicas(c.Labels, placed, vod.PrefixSources)...); err != nil && ctx.Err() == nil {
+					w.mu.Lock()
+					w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s (prefix): %v", g.Name, err))
 					w.mu.Unlock()
 				}
 			})
