@@ -121,8 +121,9 @@ func (a *App) Push(ctx context.Context, e *catalog.Entry, with ...peer.ID) error
 // caching (Sen, Rexford and Towsley, INFOCOM'99). A viewer of the title then starts from the
 // gateway's own disk, with no origin round trip and no new peer connection before the first
 // frame, and the prefix's seconds of playback give the stream's peer discovery its time. The
-// prefix comes from peers (with: replicas the provider names, usually the nearest ones) and
-// from the origin only when they give nothing, as for Push. The prefix survives eviction:
+// prefix comes from peers (with: replicas the provider names, usually the nearest ones), and
+// from the origin only the pieces no connected peer holds: unlike a whole push, it does not
+// turn to the origin to beat ctx's deadline or a slow peer. The prefix survives eviction:
 // the rest of the title may go, the prefix is fetched again.
 func (a *App) PushPrefix(ctx context.Context, e *catalog.Entry, prefix int64, with ...peer.ID) error {
 	if prefix <= 0 {
@@ -154,7 +155,7 @@ func completedBelow(ti *title, upto int) int64 {
 }
 
 // preplace fills a title (prefix 0) or its first prefix bytes; see Push and PushPrefix.
-func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with []peer.ID) error {
+func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with []peer.ID) (err error) {
 	if a.client == nil {
 		return fmt.Errorf("vod: push %q: the %s strategy keeps no cache", e.Name, a.opts.Strategy)
 	}
@@ -194,11 +195,19 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 		want += pieceSize(ti, i)
 	}
 	placed := func() bool { return completedBelow(ti, upto) == want }
-	if whole {
-		t.DownloadAll()
-	} else {
-		t.DownloadPieces(0, upto)
+	reason := "push"
+	if !whole {
+		reason = "prefix"
 	}
+	t.DownloadPieces(0, upto)
+	defer func() {
+		if err != nil {
+			// A push that ends unfinished (its "in place by" passed) stops asking peers for
+			// the rest: what arrived stays, a stream still fetches what it reads, and a push
+			// again picks up where this one stopped.
+			t.CancelPieces(0, upto)
+		}
+	}()
 	if len(with) > 0 {
 		co := make([]overlay.PeerInfo, 0, len(with))
 		for _, id := range with {
@@ -206,7 +215,11 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 		}
 		a.addPeers(t, co)
 	}
-	a.discover(ti)
+	// A prefix push with named sources looks for others only if they give nothing: a fleet's
+	// prefix pushes all at once would otherwise add a lookup and its dials each.
+	if whole || len(with) == 0 {
+		a.discover(ti)
+	}
 	// Peers first: the origin is asked only after a short grace for the lookup to connect
 	// peers, and then only while the peers leave this gateway starved (none holds a piece it
 	// lacks, or none delivered for pushStarved) or behind schedule (ctx has a deadline, the
@@ -217,6 +230,12 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 	// piece 1... An origin that fails is left alone for a while and the push goes on with
 	// peers; it fails only when neither has delivered a piece for pushStallLimit.
 	originAfter := time.Now().Add(pushPeerGrace)
+	if !whole {
+		// A prefix's sources may still be connecting (their handshakes queue behind the
+		// household's traffic on an ADSL uplink); the origin can wait for them longer.
+		originAfter = time.Now().Add(prefixPeerGrace)
+	}
+	discovered := whole || len(with) == 0
 	var originErr error
 	done, lastProgress := completedBelow(ti, upto), time.Now()
 	var recent []pushSample
@@ -236,10 +255,20 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 		}
 		if ctx.Err() == nil && !time.Now().Before(originAfter) {
 			unheld, anyMissing, peersCanGive := a.pushOriginPiece(ti, upto)
+			if !peersCanGive && !discovered {
+				// The named sources hold nothing this gateway lacks: look for others first.
+				discovered, originAfter = true, now.Add(prefixPeerGrace)
+				a.discover(ti)
+				continue
+			}
 			i := -1
 			switch {
 			case !peersCanGive:
 				i = unheld
+			case !whole:
+				// A prefix pays off only if it costs the origin less than the startup fills it
+				// saves (one piece per viewer who comes), so it never races a deadline or a
+				// slow peer with the origin: it waits for the peers that hold it.
 			case time.Since(lastProgress) >= pushStarved || pushBehind(ctx, now, want-done, recent):
 				i = unheld
 				if i < 0 {
@@ -247,7 +276,7 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 				}
 			}
 			if i >= 0 && ti.startInflight(i) {
-				err := a.fetchPiece(ctx, ti, i, "push")
+				err := a.fetchPiece(ctx, ti, i, reason)
 				ti.endInflight(i)
 				if err != nil && ctx.Err() == nil {
 					a.log.Debug("push: origin failed; going on with peers", "title", e.Name, "piece", i, "err", err)
@@ -329,6 +358,9 @@ func (a *App) pushOriginPiece(ti *title, upto int) (unheldPick, anyPick int, pee
 // for pushOriginBackoff, and gives up after pushStallLimit without a piece from anybody.
 const (
 	pushPeerGrace = 2 * time.Second
+	// prefixPeerGrace is a prefix push's wait for its sources, and then for discovered
+	// peers, before it takes pieces none of them holds from the origin.
+	prefixPeerGrace = 10 * time.Second
 	pushStarved   = 2 * time.Second
 	// A push with a deadline measures its progress over pushRateWindow and plans to be done
 	// pushDeadlineMargin early.

@@ -29,7 +29,7 @@ type OriginFetch struct {
 	CID    string
 	Piece  int
 	Bytes  int64
-	Reason string // "startup", "deadline" or "push"
+	Reason string // "startup", "deadline", "push" or "prefix" (a prefix push)
 }
 
 // scheduleDeadlines runs every tick for the nanodc strategy: for each stream, the pieces due

@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, _ *App) *metrics {
 		}),
 		originFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nanodc_vod_origin_fetches_total",
-			Help: "Pieces fetched from the origin, by reason (startup: a stream's first piece no connected peer held; deadline: gap fill; push).",
+			Help: "Pieces fetched from the origin, by reason (startup: a stream's first piece no connected peer held; deadline: gap fill; push; prefix: a prefix push).",
 		}, []string{"reason"}),
 		originErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanodc_vod_origin_errors_total", Help: "Origin fetches that failed.",

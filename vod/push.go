@@ -288,6 +288,14 @@ const PrefixPushesAtOnce = 32
 // enough that one slow or busy uplink does not hold the prefix up.
 const PrefixSources = 3
 
+// ReplicasDue is when whole copies must be in place for a push that also places prefixes
+// and must be done by deadline: three quarters of the way there, leaving the prefixes (which
+// come from the replicas) the last quarter. A whole push meets its deadline by taking from
+// the origin what its peers would not deliver in time, so it uses all the time it is given.
+func ReplicasDue(now, deadline time.Time) time.Time {
+	return now.Add(deadline.Sub(now) * 3 / 4)
+}
+
 // PushFleet finds the fleet's VoD gateways (those of plan.Namespace), pushes e to
 // plan.Replicas of them spread across access nodes (matching plan.Selector) in parallel, and
 // then, with plan.Prefix, its prefix to every other matching gateway. It returns one Replica
@@ -318,7 +326,7 @@ func PushFleet(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, plan 
 	for i, g := range chosen {
 		ids[i] = g.ID
 	}
-	push := func(r *Replica, g overlay.PeerInfo, prefix int64, with []peer.ID) {
+	push := func(ctx context.Context, r *Replica, g overlay.PeerInfo, prefix int64, with []peer.ID) {
 		*r = Replica{Peer: g.ID, Labels: g.Labels, PrefixBytes: prefix}
 		res, err := PushToNamespace(ctx, ov.Host(), g.ID, plan.Namespace, e, prefix, with...)
 		switch {
@@ -331,9 +339,15 @@ func PushFleet(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, plan 
 		}
 		r.Bytes, r.OriginBytes, r.Seconds = res.Bytes, res.OriginBytes, res.Seconds
 	}
+	rctx := ctx
+	if dl, ok := ctx.Deadline(); ok && len(rest) > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithDeadline(ctx, ReplicasDue(time.Now(), dl))
+		defer cancel()
+	}
 	var wg sync.WaitGroup
 	for i, g := range chosen {
-		wg.Go(func() { push(&out[i], g, 0, ids) })
+		wg.Go(func() { push(rctx, &out[i], g, 0, ids) })
 	}
 	wg.Wait()
 	var placed []overlay.PeerInfo
@@ -347,7 +361,7 @@ func PushFleet(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, plan 
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			push(&out[len(chosen)+i], g, plan.Prefix, NearestReplicas(g.Labels, placed, PrefixSources))
+			push(ctx, &out[len(chosen)+i], g, plan.Prefix, NearestReplicas(g.Labels, placed, PrefixSources))
 		})
 	}
 	wg.Wait()

@@ -85,6 +85,22 @@ func TestVodPushAndStream(t *testing.T) {
 	if out, err := run(t, bin, nil, "vod", "add", title, "--catalog", cat, "--data", viewer.data); err != nil {
 		t.Fatalf("vod add: %v\n%s", err, out)
 	}
+	// The provider places the title's first second on every gateway (no new replica: the
+	// viewer's gateway shares its access node with one, and could be chosen): the viewer's
+	// gets it, once it has announced itself, from the replicas its lookup finds.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
+		out, err := run(t, bin, nil, "vod", "push", title, "--replicas", "0", "--prefix", "1s", "--catalog", cat, "--key", key,
+			"--bootstrap", st.Addrs[0], "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--json", "--timeout", "60s")
+		var placed []replicaOut
+		if err == nil && json.Unmarshal(out, &placed) == nil && slices.ContainsFunc(placed, func(r replicaOut) bool {
+			return r.Peer == vst.PeerID && r.Status == "ok" && r.PrefixBytes > 0 && r.Bytes >= r.PrefixBytes && r.Bytes < int64(len(want))
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vod push --prefix never placed the prefix on the viewer's gateway %s: %v\n%s\nviewer log:\n%s", vst.PeerID, err, out, viewer.log.String())
+		}
+	}
 
 	// The origin goes away: the viewer's gateway must stream from its peers.
 	_ = origin.Process.Kill()
@@ -115,10 +131,11 @@ func TestVodPushAndStream(t *testing.T) {
 
 // replicaOut is one line of `vod push --json`.
 type replicaOut struct {
-	Peer   string `json:"peer_id"`
-	Status string `json:"status"`
-	Bytes  int64  `json:"bytes"`
-	Labels struct {
+	Peer        string `json:"peer_id"`
+	Status      string `json:"status"`
+	Bytes       int64  `json:"bytes"`
+	PrefixBytes int64  `json:"prefix_bytes"`
+	Labels      struct {
 		ISP        string `json:"isp"`
 		AccessNode string `json:"access_node"`
 	} `json:"labels"`

@@ -45,6 +45,16 @@ type Summary struct {
 	// filled meanwhile): peer uplink spent for nothing. Part of PeerBytes.
 	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
 	PushOriginBytes int64 `json:"push_origin_bytes"`
+	// PrefixOriginBytes is the part of PushOriginBytes prefix pushes took (push.prefix), and
+	// PushSeconds / PrefixPushSeconds when the replicas, then the prefixes, were in place
+	// (seconds from the workload's start; the warm-up is the time they had).
+	PrefixOriginBytes int64   `json:"prefix_origin_bytes,omitempty"`
+	PushSeconds       float64 `json:"push_seconds,omitempty"`
+	PrefixPushSeconds float64 `json:"prefix_push_seconds,omitempty"`
+	// PrefixPushes gateways were asked for a prefix; PrefixesPlaced had it in place before
+	// the warm-up ended (the others hold part of it).
+	PrefixPushes   int `json:"prefix_pushes,omitempty"`
+	PrefixesPlaced int `json:"prefixes_placed,omitempty"`
 	// LocalBytes were read by viewers from their own gateway's cache (pushed replicas).
 	LocalBytes int64 `json:"local_bytes"`
 	// GapFillBytes are the nanodc strategy's deadline fetches from the origin, and
@@ -156,6 +166,9 @@ func (w *workload) Summary() any {
 	}
 	viewing := c.minus(w.base)
 	s.PushOriginBytes = w.pushBytes
+	s.PrefixOriginBytes = w.prefixPushBytes
+	s.PushSeconds, s.PrefixPushSeconds = w.pushedAt.Seconds(), w.prefixesPlacedAt.Seconds()
+	s.PrefixPushes, s.PrefixesPlaced = w.prefixPushes, w.prefixesDone
 	s.OriginBytes = viewing.origin - (w.pushBytes - w.basePush)
 	s.PeerBytes = viewing.peer
 	s.CrossISPBytes = viewing.cross
@@ -296,7 +309,8 @@ func rowsOf(s Summary) [][]string {
 		{"sessions / failed", fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions)},
 		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
-		{"push origin bytes", mb(s.PushOriginBytes)},
+		{"push origin bytes (of which prefixes)", mb(s.PushOriginBytes) + " (" + mb(s.PrefixOriginBytes) + ")"},
+		{"replicas / prefixes in place after", fmt.Sprintf("%.1f / %.1f s (%d of %d prefixes whole)", s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
 		{"gap fills / of which no peer held (with spare uplink / at all)", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " / " + mb(s.NoHolderBytes)},
 		{"avoidable gap fills by reason", avoidableText(s.AvoidableByReason)},

@@ -150,7 +150,12 @@ type workload struct {
 	// gap-fill bytes by title CID: which titles the origin's viewing-phase bytes went to
 	gapFillsByCID map[string]int64
 	pushBytes     int64 // origin bytes of pushes
-	pushErrors    []string
+	// prefixPushBytes are the part of pushBytes prefix pushes took; pushedAt and
+	// prefixesPlacedAt are when the replicas and then the prefixes were in place (0: not done)
+	prefixPushBytes            int64
+	pushedAt, prefixesPlacedAt time.Duration
+	prefixPushes, prefixesDone int // gateways asked for a prefix, and those that placed it
+	pushErrors                 []string
 	// replicas are the gateways a title was pushed to, and pushedWhole the titles whose every
 	// push completed: their viewers there read locally, and the origin owes no first copy.
 	replicas    map[int]map[*emulator.Gateway]bool
@@ -229,9 +234,12 @@ func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
 // observeFetch checks, at the moment of a gap fill, whether any other live gateway held the
 // piece: if none did with uplink to spare, no peer could have supplied it.
 func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
-	if f.Reason == "push" {
+	if f.Reason == "push" || f.Reason == "prefix" {
 		w.mu.Lock()
 		w.pushBytes += f.Bytes
+		if f.Reason == "prefix" {
+			w.prefixPushBytes += f.Bytes
+		}
 		w.mu.Unlock()
 		return
 	}
@@ -440,10 +448,18 @@ func (w *workload) push(ctx context.Context) {
 			byID[o.ID().String()] = g
 		}
 	}
-	// Replicas are due in place when viewers may come: each push takes from the origin what
-	// its peers would not deliver by then.
-	pctx, cancel := context.WithDeadline(ctx, w.env.Start.Add(w.p.Warmup))
+	// Replicas are due in place when viewers may come (with prefixes to place from them,
+	// three quarters of the way there, as vod.PushFleet does): each push takes from the
+	// origin what its peers would not deliver by then.
+	due := w.env.Start.Add(w.p.Warmup)
+	pctx, cancel := context.WithDeadline(ctx, due)
 	defer cancel()
+	rctx := pctx
+	if w.p.Push.Prefix > 0 {
+		var rcancel context.CancelFunc
+		rctx, rcancel = context.WithDeadline(pctx, vod.ReplicasDue(time.Now(), due))
+		defer rcancel()
+	}
 	var wg sync.WaitGroup
 	for t := range w.p.Push.Titles {
 		e := w.entries[t]
@@ -470,7 +486,7 @@ func (w *workload) push(ctx context.Context) {
 			g := byID[r.ID.String()]
 			wg.Go(func() {
 				if app := w.app(g.Node()); app != nil {
-					if err := app.Push(pctx, e, with...); err != nil && ctx.Err() == nil {
+					if err := app.Push(rctx, e, with...); err != nil && ctx.Err() == nil {
 						w.mu.Lock()
 						w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s: %v", g.Name, err))
 						w.pushedWhole[t] = false
@@ -485,16 +501,28 @@ func (w *workload) push(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	w.mu.Lock()
+	w.pushedAt = time.Since(w.env.Start)
+	w.mu.Unlock()
 	if w.p.Push.Prefix > 0 {
 		w.pushPrefixes(ctx, pctx, cands, byID)
+		w.mu.Lock()
+		w.prefixesPlacedAt = time.Since(w.env.Start)
+		w.mu.Unlock()
 	}
 }
 
+// prefixPushesAtOnce bounds the emulated fleet's concurrent prefix pushes. `nanodc vod push`
+// runs vod.PrefixPushesAtOnce, a bound for the provider's node; here every gateway's
+// handshakes share the machine's two processors, and 32 at once held the packet scheduler
+// up to 1.7 s in the flash crowd (docs/BENCHMARKS.md session 12).
+const prefixPushesAtOnce = 8
+
 // pushPrefixes places the first Push.Prefix of each pushed title on every gateway that is
 // not one of its replicas, from the nearest replicas, as `nanodc vod push --prefix` does
-// (vod.PushFleet): at most vod.PrefixPushesAtOnce at a time.
+// (vod.PushFleet), prefixPushesAtOnce at a time.
 func (w *workload) pushPrefixes(ctx, pctx context.Context, cands []overlay.PeerInfo, byID map[string]*emulator.Gateway) {
-	sem := make(chan struct{}, vod.PrefixPushesAtOnce)
+	sem := make(chan struct{}, prefixPushesAtOnce)
 	var wg sync.WaitGroup
 	for t := range w.p.Push.Titles {
 		e := w.entries[t]
@@ -517,12 +545,19 @@ func (w *workload) pushPrefixes(ctx, pctx context.Context, cands []overlay.PeerI
 				continue
 			}
 			sem <- struct{}{}
+			w.mu.Lock()
+			w.prefixPushes++
+			w.mu.Unlock()
 			wg.Go(func() {
 				defer func() { <-sem }()
-				if err := app.PushPrefix(pctx, e, prefix, vod.NearestReplicas(c.Labels, placed, vod.PrefixSources)...); err != nil && ctx.Err() == nil {
-					w.mu.Lock()
+				err := app.PushPrefix(pctx, e, prefix, vod.NearestReplicas(c.Labels, placed, vod.PrefixSources)...)
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				switch {
+				case err == nil:
+					w.prefixesDone++
+				case ctx.Err() == nil:
 					w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s (prefix): %v", g.Name, err))
-					w.mu.Unlock()
 				}
 			})
 		}

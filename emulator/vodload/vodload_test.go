@@ -39,9 +39,9 @@ workloads:
     title_duration: 20s
     bitrate_bps: 800000
     arrival_rate: 0
-    warmup: 8s
+    warmup: 16s
     flash_crowd: {at: 2s, viewers: 6, over: 6s, title: 0}
-    push: {titles: 1, replicas: 2}
+    push: {titles: 1, replicas: 2, prefix: 1s}
   - type: retention-probe
 variants:
   - {name: cdn-only, node: {vod: {strategy: cdn-only}}}
@@ -94,6 +94,15 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if nano.PushOriginBytes == 0 {
 		t.Error("nanodc: the push of the popular title fetched nothing from the origin")
 	}
+	// The 8 gateways that are not replicas get the title's first second from the replicas,
+	// none of it from the origin, after the replicas are in place.
+	if nano.PrefixPushes != 8 || nano.PrefixesPlaced != 8 || nano.PrefixOriginBytes != 0 {
+		t.Errorf("nanodc prefixes: %d of %d placed, %d bytes from the origin (errors %v); want 8 of 8 from the replicas", nano.PrefixesPlaced, nano.PrefixPushes, nano.PrefixOriginBytes, nano.PushErrors)
+	}
+	t.Logf("nanodc: replicas in place at %.1f s, prefixes at %.1f s", nano.PushSeconds, nano.PrefixPushSeconds)
+	if nano.PushSeconds <= 0 || nano.PrefixPushSeconds < nano.PushSeconds {
+		t.Errorf("replicas in place at %.1f s, prefixes at %.1f s: want the prefixes after the replicas", nano.PushSeconds, nano.PrefixPushSeconds)
+	}
 	// Six viewers of one title, two replicas holding it: peers carry most of the crowd.
 	if nano.OffloadRatio < 0.5 || nano.PeerBytes == 0 {
 		t.Errorf("nanodc offload %.2f (peer %d, origin %d); want most bytes from peers", nano.OffloadRatio, nano.PeerBytes, nano.OriginBytes)
@@ -129,8 +138,8 @@ func TestFlashCrowdVariants(t *testing.T) {
 	}
 	// The warm-up (pushes, no viewers) is reported apart and left out of the verdict.
 	for name, v := range sum.Variants {
-		if v.LatenessWarmup == nil || v.WarmupSeconds < 8 || v.LatenessWarmup.Scheduler.Count == 0 {
-			t.Errorf("%s: warm-up lateness %+v over %.0f s; want the 8 s warm-up measured apart", name, v.LatenessWarmup, v.WarmupSeconds)
+		if v.LatenessWarmup == nil || v.WarmupSeconds < 16 || v.LatenessWarmup.Scheduler.Count == 0 {
+			t.Errorf("%s: warm-up lateness %+v over %.0f s; want the 16 s warm-up measured apart", name, v.LatenessWarmup, v.WarmupSeconds)
 		}
 		if v.Lateness.Scheduler.Count == 0 {
 			t.Errorf("%s: no lateness measured after the warm-up", name)
@@ -150,8 +159,11 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 10-gateway emulation (~1 min)")
 	}
-	sc, err := emulator.ParseScenario([]byte(strings.Replace(miniScenario, "    push: {titles: 1, replicas: 2}\n",
-		"    push: {titles: 1, replicas: 2}\n    slice: video\n", 1)))
+	const push = "    push: {titles: 1, replicas: 2, prefix: 1s}\n"
+	if !strings.Contains(miniScenario, push) {
+		t.Fatal("the mini scenario's push line changed: update this test")
+	}
+	sc, err := emulator.ParseScenario([]byte(strings.Replace(miniScenario, push, push+"    slice: video\n", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +178,9 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 	}
 	if nano.Sessions != 6 || nano.FailedSessions != 0 {
 		t.Fatalf("%d sessions, %d failed (%v); want 6, none failed", nano.Sessions, nano.FailedSessions, nano.FailReasons)
+	}
+	if nano.PrefixesPlaced != 8 {
+		t.Fatalf("%d of %d prefixes placed in the slices' apps; want 8", nano.PrefixesPlaced, nano.PrefixPushes)
 	}
 	if nano.PushOriginBytes == 0 || nano.OffloadRatio < 0.5 {
 		t.Fatalf("push fetched %d bytes, offload %.2f: want the pushed title served mostly by peers' slice apps", nano.PushOriginBytes, nano.OffloadRatio)
