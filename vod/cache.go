@@ -361,7 +361,7 @@ const (
 	// prefixPeerGrace is a prefix push's wait for its sources, and then for discovered
 	// peers, before it takes pieces none of them holds from the origin.
 	prefixPeerGrace = 10 * time.Second
-	pushStarved   = 2 * time.Second
+	pushStarved     = 2 * time.Second
 	// A push with a deadline measures its progress over pushRateWindow and plans to be done
 	// pushDeadlineMargin early.
 	pushRateWindow     = 4 * time.Second
