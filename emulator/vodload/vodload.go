@@ -448,18 +448,11 @@ func (w *workload) push(ctx context.Context) {
 			byID[o.ID().String()] = g
 		}
 	}
-	// Replicas are due in place when viewers may come (with prefixes to place from them,
-	// three quarters of the way there, as vod.PushFleet does): each push takes from the
-	// origin what its peers would not deliver by then.
+	// Replicas are due in place when viewers may come: each push takes from the origin
+	// what its peers would not deliver by then.
 	due := w.env.Start.Add(w.p.Warmup)
 	pctx, cancel := context.WithDeadline(ctx, due)
 	defer cancel()
-	rctx := pctx
-	if w.p.Push.Prefix > 0 {
-		var rcancel context.CancelFunc
-		rctx, rcancel = context.WithDeadline(pctx, vod.ReplicasDue(time.Now(), due))
-		defer rcancel()
-	}
 	var wg sync.WaitGroup
 	for t := range w.p.Push.Titles {
 		e := w.entries[t]
@@ -486,7 +479,7 @@ func (w *workload) push(ctx context.Context) {
 			g := byID[r.ID.String()]
 			wg.Go(func() {
 				if app := w.app(g.Node()); app != nil {
-					if err := app.Push(rctx, e, with...); err != nil && ctx.Err() == nil {
+					if err := app.Push(pctx, e, with...); err != nil && ctx.Err() == nil {
 						w.mu.Lock()
 						w.pushErrors = append(w.pushErrors, fmt.Sprintf("%s: %v", g.Name, err))
 						w.pushedWhole[t] = false
@@ -500,16 +493,28 @@ func (w *workload) push(ctx context.Context) {
 			})
 		}
 	}
-	wg.Wait()
-	w.mu.Lock()
-	w.pushedAt = time.Since(w.env.Start)
-	w.mu.Unlock()
+	replicasDone := make(chan struct{})
+	go func() {
+		wg.Wait()
+		w.mu.Lock()
+		w.pushedAt = time.Since(w.env.Start)
+		w.mu.Unlock()
+		close(replicasDone)
+	}()
 	if w.p.Push.Prefix > 0 {
+		// As vod.PushFleet: once the replicas are in place, or three quarters of the way
+		// to the deadline if they are not yet.
+		select {
+		case <-replicasDone:
+		case <-time.After(time.Until(vod.PrefixesFrom(time.Now(), due))):
+		case <-ctx.Done():
+		}
 		w.pushPrefixes(ctx, pctx, cands, byID)
 		w.mu.Lock()
 		w.prefixesPlacedAt = time.Since(w.env.Start)
 		w.mu.Unlock()
 	}
+	<-replicasDone
 }
 
 // prefixPushesAtOnce bounds the emulated fleet's concurrent prefix pushes. `nanodc vod push`
