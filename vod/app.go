@@ -578,11 +578,13 @@ func (a *App) torrentLocked(ti *title) (*torrent.Torrent, error) {
 // announceWhenHolding tells the fleet (gossip, then the DHT) that this gateway holds the
 // title once it holds a verified piece of it: a holder with nothing yet is no use to a peer,
 // and a new stream's uplink is busy fetching its first piece. (Announcing at the first play
-// put a DHT provide's lookup and dials on the uplink ahead of that fetch.)
+// put a DHT provide's lookup and dials on the uplink ahead of that fetch.) A pushed prefix
+// does not count: a fleet's prefix holders would fill the viewers' holder lists and peer
+// slots with gateways that cannot send past the first seconds, crowding out the replicas.
 func (a *App) announceWhenHolding(ti *title, t *torrent.Torrent) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for t.BytesCompleted() == 0 {
+	for t.BytesCompleted() <= a.prefixHeld(ti) {
 		select {
 		case <-a.ctx.Done():
 			return
@@ -610,6 +612,19 @@ func (a *App) announceWhenHolding(ti *title, t *torrent.Torrent) {
 		}
 	}
 	a.provide(ti)
+}
+
+// prefixHeld is how many bytes of the title a prefix push placed here (its whole pieces;
+// 0 without one).
+func (a *App) prefixHeld(ti *title) int64 {
+	a.mu.Lock()
+	st := a.state.Titles[ti.entry.CID]
+	a.mu.Unlock()
+	if st == nil || st.Prefix <= 0 || ti.entry.PieceLength <= 0 {
+		return 0
+	}
+	n := min((st.Prefix+ti.entry.PieceLength-1)/ti.entry.PieceLength*ti.entry.PieceLength, ti.entry.Size)
+	return n
 }
 
 // provide announces the title in the DHT (retrying while the overlay is not routable yet).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Hooks for the external tests: they reach inside a gap fill that the scheduler would
@@ -47,4 +49,17 @@ func (a *App) FillFromOriginForTest(ref string, i int) error {
 func (a *App) PieceCompleteForTest(ref string, i int) bool {
 	ti, _ := a.lookup(ref)
 	return ti.t.Piece(i).State().Complete
+}
+
+// GossipHoldersForTest lists the gateways this one heard announce that they hold a title.
+func (a *App) GossipHoldersForTest(ref string) []peer.ID {
+	ti, ok := a.lookup(ref)
+	if !ok {
+		return nil
+	}
+	var out []peer.ID
+	for _, h := range a.gossipHolders(ti.cid) {
+		out = append(out, h.ID)
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -720,6 +721,19 @@ func TestPrefixPush(t *testing.T) {
 		ts := titleStats(t, g, f.entry.CID)
 		if ts.CachedBytes != prefixHeld || ts.PrefixBytes != prefix || ts.Pinned {
 			t.Fatalf("prefix gateway: %+v; want %d bytes cached, prefix %d, not pinned", ts, prefixHeld, prefix)
+		}
+	}
+
+	// A prefix holder does not announce itself as a holder of the title (it cannot send past
+	// the first seconds); the replica does.
+	for _, g := range prefixed {
+		waitFor(t, 10*time.Second, "the replica's announcement", func() bool {
+			return slices.Contains(g.app.GossipHoldersForTest(f.entry.CID), reps[0].Peer)
+		})
+		for _, o := range prefixed {
+			if slices.Contains(g.app.GossipHoldersForTest(f.entry.CID), o.ov.ID()) {
+				t.Errorf("a gateway lists prefix holder %s as a holder of the title", o.ov.ID())
+			}
 		}
 	}
 
