@@ -582,9 +582,12 @@ func (a *App) torrentLocked(ti *title) (*torrent.Torrent, error) {
 // does not count: a fleet's prefix holders would fill the viewers' holder lists and peer
 // slots with gateways that cannot send past the first seconds, crowding out the replicas.
 func (a *App) announceWhenHolding(ti *title, t *torrent.Torrent) {
+	// Read once: the torrent is opened with a.mu held, and a prefix push records its prefix
+	// before it lets go, so this waits for it.
+	prefix := a.prefixHeld(ti)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for t.BytesCompleted() <= a.prefixHeld(ti) {
+	for t.BytesCompleted() <= prefix {
 		select {
 		case <-a.ctx.Done():
 			return
@@ -620,10 +623,10 @@ func (a *App) prefixHeld(ti *title) int64 {
 	a.mu.Lock()
 	st := a.state.Titles[ti.entry.CID]
 	a.mu.Unlock()
-	if st == nil || st.Prefix <= 0 || ti.entry.PieceLength <= 0 {
+	if st == nil || st.Prefix <= 0 {
 		return 0
 	}
-	n := min((st.Prefix+ti.entry.PieceLength-1)/ti.entry.PieceLength*ti.entry.PieceLength, ti.entry.Size)
+	_, n := prefixSpan(ti.entry, st.Prefix)
 	return n
 }
 

@@ -73,9 +73,10 @@ func (a *App) Stats() Stats {
 	}
 	a.mu.Unlock()
 	for _, ti := range titles {
+		state := states[ti.entry.CID]
 		ts := TitleStats{
 			CID: ti.entry.CID, Name: ti.entry.Name,
-			Pinned: states[ti.entry.CID].Pinned, PrefixBytes: states[ti.entry.CID].Prefix, Plays: states[ti.entry.CID].Plays,
+			Pinned: state.Pinned, PrefixBytes: state.Prefix, Plays: state.Plays,
 			Streams: ti.counters.streams.Load(), Stalls: ti.counters.stalls.Load(),
 			ServedCache: ti.counters.servedCache.Load(), ServedNetwork: ti.counters.servedNetwork.Load(),
 			OriginBytes: ti.counters.originBytes.Load(),
@@ -132,13 +133,20 @@ func (a *App) PushPrefix(ctx context.Context, e *catalog.Entry, prefix int64, wi
 	return a.preplace(ctx, e, prefix, with)
 }
 
-// prefixPieces is how many pieces hold the first prefix bytes of a title (all of them for 0).
-func prefixPieces(ti *title, prefix int64) int {
-	n := ti.t.NumPieces()
-	if prefix <= 0 || prefix >= ti.entry.Size {
-		return n
+// PrefixBytes is how many bytes hold d of a title's playback, at least one (a prefix shorter
+// than a piece still places the first piece): what `vod push --prefix d` asks for.
+func PrefixBytes(e *catalog.Entry, d time.Duration) int64 {
+	return max(1, int64(d.Seconds()*float64(e.BitrateBps)/8))
+}
+
+// prefixSpan is the whole pieces that hold the first prefix bytes of a title, as a count and
+// in bytes (the whole title for 0, or a prefix beyond its end).
+func prefixSpan(e *catalog.Entry, prefix int64) (pieces int, bytes int64) {
+	n := e.NumPieces()
+	if prefix > 0 && prefix < e.Size {
+		n = min(n, (prefix+e.PieceLength-1)/e.PieceLength)
 	}
-	return min(n, int((prefix+ti.entry.PieceLength-1)/ti.entry.PieceLength))
+	return int(n), min(n*e.PieceLength, e.Size)
 }
 
 // completedBelow is how many bytes of pieces [0, upto) this gateway holds.
@@ -169,7 +177,7 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 		a.mu.Unlock()
 		return err
 	}
-	upto := prefixPieces(ti, prefix)
+	upto, want := prefixSpan(e, prefix)
 	whole := upto == t.NumPieces()
 	st := a.state.title(e.CID)
 	if whole {
@@ -190,10 +198,6 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 		return fmt.Errorf("vod: push %q: %w", e.Name, saveErr)
 	}
 	a.enforceQuota()
-	var want int64
-	for i := range upto {
-		want += pieceSize(ti, i)
-	}
 	placed := func() bool { return completedBelow(ti, upto) == want }
 	reason := "push"
 	if !whole {
@@ -217,7 +221,8 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 	}
 	// A prefix push with named sources looks for others only if they give nothing: a fleet's
 	// prefix pushes all at once would otherwise add a lookup and its dials each.
-	if whole || len(with) == 0 {
+	discovered := whole || len(with) == 0
+	if discovered {
 		a.discover(ti)
 	}
 	// Peers first: the origin is asked only after a short grace for the lookup to connect
@@ -235,7 +240,6 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 		// household's traffic on an ADSL uplink); the origin can wait for them longer.
 		originAfter = time.Now().Add(prefixPeerGrace)
 	}
-	discovered := whole || len(with) == 0
 	var originErr error
 	done, lastProgress := completedBelow(ti, upto), time.Now()
 	var recent []pushSample
@@ -414,7 +418,8 @@ func (a *App) enforceQuota() {
 		}
 		var keep int64 // a placed prefix comes back after an eviction
 		if st.Prefix > 0 {
-			keep = completedBelow(ti, prefixPieces(ti, st.Prefix))
+			pieces, _ := prefixSpan(ti.entry, st.Prefix)
+			keep = completedBelow(ti, pieces)
 		}
 		if n <= keep {
 			continue

@@ -274,7 +274,8 @@ type PushPlan struct {
 	// Replicas gateways, spread across access nodes, get the whole title.
 	Replicas int
 	// Prefix > 0: every other matching gateway gets the title's first Prefix bytes, from
-	// its nearest replicas (App.PushPrefix), once the replicas are in place.
+	// its nearest replicas (App.PushPrefix), once the replicas are in place or at
+	// PrefixesFrom, whichever comes first.
 	Prefix int64
 	// Selector limits the candidates to gateways with these labels.
 	Selector map[string]string

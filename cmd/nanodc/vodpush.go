@@ -80,8 +80,7 @@ succeed.`,
 			defer ov.Close()
 			plan := vod.PushPlan{Namespace: sliceID, Replicas: replicas, Selector: sel}
 			if prefix > 0 {
-				// At least one byte: a prefix shorter than a piece still places the first piece.
-				plan.Prefix = max(1, int64(prefix.Seconds()*float64(entry.BitrateBps)/8))
+				plan.Prefix = vod.PrefixBytes(entry, prefix)
 			}
 			reps, err := vod.PushFleet(ctx, ov, entry, plan)
 			if err != nil {

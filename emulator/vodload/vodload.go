@@ -531,18 +531,19 @@ func (w *workload) pushPrefixes(ctx, pctx context.Context, cands []overlay.PeerI
 	var wg sync.WaitGroup
 	for t := range w.p.Push.Titles {
 		e := w.entries[t]
-		prefix := max(1, int64(w.p.Push.Prefix.Seconds()*float64(e.BitrateBps)/8))
+		prefix := vod.PrefixBytes(e, w.p.Push.Prefix)
 		w.mu.Lock()
+		replicas := w.replicas[t]
+		w.mu.Unlock()
 		var placed []overlay.PeerInfo
 		for _, c := range cands {
-			if w.replicas[t][byID[c.ID.String()]] {
+			if replicas[byID[c.ID.String()]] {
 				placed = append(placed, c)
 			}
 		}
-		w.mu.Unlock()
 		for _, c := range cands {
 			g := byID[c.ID.String()]
-			if slices.ContainsFunc(placed, func(p overlay.PeerInfo) bool { return p.ID == c.ID }) {
+			if replicas[g] {
 				continue
 			}
 			app := w.app(g.Node())
