@@ -45,6 +45,9 @@ type Summary struct {
 	// filled meanwhile): peer uplink spent for nothing. Part of PeerBytes.
 	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
 	PushOriginBytes int64 `json:"push_origin_bytes"`
+	// Pushed says where each pushed title was placed, and whether every replica's push
+	// completed before the viewers came.
+	Pushed []PushedTitle `json:"pushed,omitempty"`
 	// PrefixOriginBytes is the part of PushOriginBytes prefix pushes took (push.prefix), and
 	// PushSeconds / PrefixPushSeconds when the replicas, then the prefixes, were in place
 	// (seconds from the workload's start; the warm-up is the time they had).
@@ -74,6 +77,14 @@ type Summary struct {
 	PushErrors        []string         `json:"push_errors,omitempty"`
 	// Each viewer, for a closer look.
 	Viewers []ViewerFigures `json:"viewers"`
+}
+
+// PushedTitle is one title of the push plan: its replicas (gateway names) and whether all of
+// them held it whole by the end of the warm-up.
+type PushedTitle struct {
+	Title    int      `json:"title"`
+	Replicas []string `json:"replicas"`
+	Whole    bool     `json:"whole"`
 }
 
 // ViewerFigures are one session's figures.
@@ -190,6 +201,14 @@ func (w *workload) Summary() any {
 		s.OriginServerBytes = w.srv.Stats().BytesServed
 	}
 	s.PushErrors = w.pushErrors
+	for _, t := range slices.Sorted(maps.Keys(w.replicas)) {
+		pt := PushedTitle{Title: t, Whole: w.pushedWhole[t]}
+		for g := range w.replicas[t] {
+			pt.Replicas = append(pt.Replicas, g.Name)
+		}
+		slices.Sort(pt.Replicas)
+		s.Pushed = append(s.Pushed, pt)
+	}
 	var startups []float64
 	firstCopy := map[int]int64{}
 	var received int64
@@ -310,7 +329,8 @@ func rowsOf(s Summary) [][]string {
 		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
 		{"push origin bytes (of which prefixes)", mb(s.PushOriginBytes) + " (" + mb(s.PrefixOriginBytes) + ")"},
-		{"replicas / prefixes in place after", fmt.Sprintf("%.1f / %.1f s (%d of %d prefixes whole)", s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
+		{"titles pushed (whole) / replicas / prefixes in place after", fmt.Sprintf("%d (%d) / %.1f / %.1f s (%d of %d prefixes whole)",
+			len(s.Pushed), wholeTitles(s.Pushed), s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
 		{"gap fills / of which no peer held (with spare uplink / at all)", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " / " + mb(s.NoHolderBytes)},
 		{"avoidable gap fills by reason", avoidableText(s.AvoidableByReason)},
@@ -374,4 +394,14 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 		stalls.Series = append(stalls.Series, report.Series{Name: v, Values: wl.stallShares()})
 	}
 	return tab, []report.Plot{offload, origin, startup, stalls}
+}
+
+func wholeTitles(pushed []PushedTitle) int {
+	n := 0
+	for _, p := range pushed {
+		if p.Whole {
+			n++
+		}
+	}
+	return n
 }

@@ -60,14 +60,10 @@ type Params struct {
 		Over    time.Duration `yaml:"over"`
 		Title   int           `yaml:"title"`
 	} `yaml:"flash_crowd"`
-	Push struct {
-		Titles   int `yaml:"titles"`   // the most popular titles are pushed…
-		Replicas int `yaml:"replicas"` // …to this many gateways each (nanodc strategy only)
-		// Prefix, when set, also places the first Prefix of playback of each pushed title on
-		// every other gateway, from its nearest replicas, once the replicas are in place
-		// (`nanodc vod push --prefix`).
-		Prefix time.Duration `yaml:"prefix"`
-	} `yaml:"push"`
+	// Push is the provider's pre-placement plan (nanodc strategy only), in tiers of titles in
+	// popularity order: the first tier covers the most popular titles, the next tier the
+	// titles after those, and so on.
+	Push []PushTier `yaml:"push"`
 	// Player model.
 	StartupBuffer time.Duration `yaml:"startup_buffer"` // video buffered before playback starts
 	Rebuffer      time.Duration `yaml:"rebuffer"`       // buffered before playback resumes after a stall
@@ -81,6 +77,34 @@ type Params struct {
 	// the provider, upload share and cache as the slice's quotas), instead of the node-level
 	// app.
 	Slice string `yaml:"slice"`
+}
+
+// PushTier pushes its Titles titles (the next ones in popularity order) to Replicas gateways
+// each, spread across access nodes and ISPs, during the warm-up (NaDa-style pre-placement).
+type PushTier struct {
+	Titles   int `yaml:"titles"`
+	Replicas int `yaml:"replicas"`
+	// Prefix, when set, also places the first Prefix of playback of each of these titles on
+	// every other gateway, from its nearest replicas, once the replicas are in place
+	// (`nanodc vod push --prefix`).
+	Prefix time.Duration `yaml:"prefix"`
+}
+
+// titlePush is one pushed title of the plan.
+type titlePush struct {
+	title, replicas int
+	prefix          time.Duration
+}
+
+// pushPlan lists the pushed titles, most popular first.
+func (p Params) pushPlan() []titlePush {
+	var out []titlePush
+	for _, tier := range p.Push {
+		for range tier.Titles {
+			out = append(out, titlePush{title: len(out), replicas: tier.Replicas, prefix: tier.Prefix})
+		}
+	}
+	return out
 }
 
 func defaults() Params {
@@ -107,12 +131,17 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 		return nil, errors.New("arrival_rate: must not be negative")
 	case p.FlashCrowd.Viewers < 0 || p.FlashCrowd.Title < 0 || p.FlashCrowd.Title >= p.Titles:
 		return nil, fmt.Errorf("flash_crowd: viewers must not be negative and title must be in [0, %d)", p.Titles)
-	case p.Push.Titles < 0 || p.Push.Replicas < 0 || p.Push.Prefix < 0 || p.Push.Titles > p.Titles:
-		return nil, errors.New("push: titles, replicas and prefix must not be negative, titles at most the catalog")
+	case len(p.pushPlan()) > p.Titles:
+		return nil, fmt.Errorf("push: %d titles in all, more than the catalog's %d", len(p.pushPlan()), p.Titles)
 	case p.UploadShare <= 0 || p.UploadShare > 1:
 		return nil, errors.New("upload_share: must be in (0, 1]")
 	case p.StartupBuffer <= 0 || p.Rebuffer <= 0 || p.MaxBuffer < p.StartupBuffer || p.Abandon <= 0:
 		return nil, errors.New("startup_buffer, rebuffer, abandon must be positive and max_buffer >= startup_buffer")
+	}
+	for i, tier := range p.Push {
+		if tier.Titles < 1 || tier.Replicas < 1 || tier.Prefix < 0 {
+			return nil, fmt.Errorf("push[%d]: titles and replicas must be at least 1, prefix not negative", i)
+		}
 	}
 	if p.Slice != "" {
 		if err := slice.ValidID("slice", p.Slice); err != nil {
@@ -397,7 +426,7 @@ func (w *workload) Start(ctx context.Context, env *emulator.Env) error {
 			break
 		}
 	}
-	if strategy == vod.StrategyNanodc && w.p.Push.Titles > 0 && w.p.Push.Replicas > 0 {
+	if strategy == vod.StrategyNanodc && len(w.p.Push) > 0 {
 		w.wg.Go(func() { w.push(ctx) })
 	}
 	w.schedule(ctx, env)
@@ -438,7 +467,9 @@ func (w *workload) publish(env *emulator.Env) error {
 	return nil
 }
 
-// push pre-places the most popular titles on replicas spread across access nodes.
+// push pre-places the plan's titles on replicas spread across access nodes, each title on
+// gateways that hold no earlier title while there are enough of them: a home's uplink seeds
+// about one stream, so two titles on one gateway would share it.
 func (w *workload) push(ctx context.Context) {
 	var cands []overlay.PeerInfo
 	byID := map[string]*emulator.Gateway{}
@@ -454,15 +485,18 @@ func (w *workload) push(ctx context.Context) {
 	pctx, cancel := context.WithDeadline(ctx, due)
 	defer cancel()
 	var wg sync.WaitGroup
-	for t := range w.p.Push.Titles {
-		e := w.entries[t]
-		// A different spread per title: rotate the candidates.
-		rot := slices.Clone(cands)
-		if len(rot) > 0 {
-			k := (t * 7) % len(rot)
-			rot = append(rot[k:], rot[:k]...)
+	loaded := map[peer.ID]bool{}
+	plan := w.p.pushPlan()
+	for _, tp := range plan {
+		t, e := tp.title, w.entries[tp.title]
+		free := slices.DeleteFunc(slices.Clone(cands), func(c overlay.PeerInfo) bool { return loaded[c.ID] })
+		if len(free) < tp.replicas {
+			free = cands
 		}
-		chosen := vod.ChooseReplicas(rot, w.p.Push.Replicas, nil)
+		chosen := vod.ChooseReplicas(free, tp.replicas, nil)
+		for _, r := range chosen {
+			loaded[r.ID] = true
+		}
 		w.mu.Lock()
 		w.replicas[t] = map[*emulator.Gateway]bool{}
 		for _, r := range chosen {
@@ -501,7 +535,7 @@ func (w *workload) push(ctx context.Context) {
 		w.mu.Unlock()
 		close(replicasDone)
 	}()
-	if w.p.Push.Prefix > 0 {
+	if slices.ContainsFunc(plan, func(tp titlePush) bool { return tp.prefix > 0 }) {
 		// As vod.PushFleet: once the replicas are in place, or three quarters of the way
 		// to the deadline if they are not yet.
 		select {
@@ -509,7 +543,7 @@ func (w *workload) push(ctx context.Context) {
 		case <-time.After(time.Until(vod.PrefixesFrom(time.Now(), due))):
 		case <-ctx.Done():
 		}
-		w.pushPrefixes(ctx, pctx, cands, byID)
+		w.pushPrefixes(ctx, pctx, plan, cands, byID)
 		w.mu.Lock()
 		w.prefixesPlacedAt = time.Since(w.env.Start)
 		w.mu.Unlock()
@@ -523,15 +557,18 @@ func (w *workload) push(ctx context.Context) {
 // up to 1.7 s in the flash crowd (docs/BENCHMARKS.md session 12).
 const prefixPushesAtOnce = 8
 
-// pushPrefixes places the first Push.Prefix of each pushed title on every gateway that is
-// not one of its replicas, from the nearest replicas, as `nanodc vod push --prefix` does
-// (vod.PushFleet), prefixPushesAtOnce at a time.
-func (w *workload) pushPrefixes(ctx, pctx context.Context, cands []overlay.PeerInfo, byID map[string]*emulator.Gateway) {
+// pushPrefixes places the first tier.Prefix of each pushed title that has one on every
+// gateway that is not one of its replicas, from the nearest replicas, as `nanodc vod push
+// --prefix` does (vod.PushFleet), prefixPushesAtOnce at a time.
+func (w *workload) pushPrefixes(ctx, pctx context.Context, plan []titlePush, cands []overlay.PeerInfo, byID map[string]*emulator.Gateway) {
 	sem := make(chan struct{}, prefixPushesAtOnce)
 	var wg sync.WaitGroup
-	for t := range w.p.Push.Titles {
-		e := w.entries[t]
-		prefix := vod.PrefixBytes(e, w.p.Push.Prefix)
+	for _, tp := range plan {
+		if tp.prefix <= 0 {
+			continue
+		}
+		t, e := tp.title, w.entries[tp.title]
+		prefix := vod.PrefixBytes(e, tp.prefix)
 		w.mu.Lock()
 		replicas := w.replicas[t]
 		w.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +42,8 @@ workloads:
     arrival_rate: 0
     warmup: 20s
     flash_crowd: {at: 2s, viewers: 6, over: 6s, title: 0}
-    push: {titles: 1, replicas: 3, prefix: 1s}
+    # The crowd's title on 3 gateways with a prefix everywhere, the next title on 2 others.
+    push: [{titles: 1, replicas: 3, prefix: 1s}, {titles: 1, replicas: 2}]
   - type: retention-probe
 variants:
   - {name: cdn-only, node: {vod: {strategy: cdn-only}}}
@@ -93,6 +95,20 @@ func TestFlashCrowdVariants(t *testing.T) {
 	}
 	if nano.PushOriginBytes == 0 {
 		t.Error("nanodc: the push of the popular title fetched nothing from the origin")
+	}
+	// Each tier's titles on their own replicas, on gateways that hold no other pushed title.
+	if len(nano.Pushed) != 2 || len(nano.Pushed[0].Replicas) != 3 || len(nano.Pushed[1].Replicas) != 2 {
+		t.Fatalf("pushed %+v: want title 0 on 3 replicas, title 1 on 2", nano.Pushed)
+	}
+	for _, pt := range nano.Pushed {
+		if !pt.Whole {
+			t.Errorf("title %d not whole on its replicas %v by the end of the warm-up (errors %v)", pt.Title, pt.Replicas, nano.PushErrors)
+		}
+	}
+	for _, g := range nano.Pushed[1].Replicas {
+		if slices.Contains(nano.Pushed[0].Replicas, g) {
+			t.Errorf("%s holds both pushed titles (%+v): want them on different gateways", g, nano.Pushed)
+		}
 	}
 	// The 7 gateways that are not replicas get the title's first second from the replicas,
 	// none of it from the origin, in the last quarter of the warm-up (or once the replicas
@@ -160,7 +176,7 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 10-gateway emulation (~1 min)")
 	}
-	const push = "    push: {titles: 1, replicas: 3, prefix: 1s}\n"
+	const push = "    push: [{titles: 1, replicas: 3, prefix: 1s}, {titles: 1, replicas: 2}]\n"
 	if !strings.Contains(miniScenario, push) {
 		t.Fatal("the mini scenario's push line changed: update this test")
 	}
@@ -185,6 +201,53 @@ func TestFlashCrowdInProviderSlice(t *testing.T) {
 	}
 	if nano.PushOriginBytes == 0 || nano.OffloadRatio < 0.5 {
 		t.Fatalf("push fetched %d bytes, offload %.2f: want the pushed title served mostly by peers' slice apps", nano.PushOriginBytes, nano.OffloadRatio)
+	}
+}
+
+// TestPushPlanErrors: a bad push plan is refused at parse time with the tier named.
+func TestPushPlanErrors(t *testing.T) {
+	for _, tc := range []struct{ push, want string }{
+		{"{titles: 1, replicas: 3}", "push"}, // a tier, not a list of tiers
+		{"[{titles: 1, replicas: 0}]", "push[0]"},
+		{"[{titles: 1, replicas: 2}, {titles: 0, replicas: 2}]", "push[1]"},
+		{"[{titles: 1, replicas: 2, prefix: -1s}]", "push[0]"},
+		{"[{titles: 2, replicas: 2}, {titles: 2, replicas: 1}]", "4 titles in all, more than the catalog's 3"},
+		{"[{titles: 1, replicas: 2, prefx: 1s}]", "prefx"},
+	} {
+		var n yaml.Node
+		if err := yaml.Unmarshal([]byte("titles: 3\npush: "+tc.push+"\n"), &n); err != nil {
+			t.Fatal(err)
+		}
+		_, err := New(n.Content[0])
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("push: %s: got %v, want an error naming %q", tc.push, err, tc.want)
+		}
+	}
+}
+
+// TestShippedScenariosDecode: every vod workload in the shipped scenarios decodes (the
+// emulator's own scenario test leaves workloads of other packages out).
+func TestShippedScenariosDecode(t *testing.T) {
+	files, _ := filepath.Glob("../scenarios/*.yaml")
+	n := 0
+	for _, f := range files {
+		sc, err := emulator.LoadScenario(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		for i, wl := range sc.Workloads {
+			if wl.Type != "vod" {
+				continue
+			}
+			n++
+			if _, err := New(&wl.Params); err != nil {
+				t.Errorf("%s: workloads[%d]: %v", f, i, err)
+			}
+		}
+	}
+	if n < 3 {
+		t.Errorf("%d vod workloads in the shipped scenarios; want the flash crowd, its VDSL2 version and the demo", n)
 	}
 }
 
