@@ -256,6 +256,7 @@ func PushToNamespace(ctx context.Context, h host.Host, id peer.ID, namespace str
 
 // Replica is one gateway's outcome of a fleet push.
 type Replica struct {
+	Title  string         `json:"title"`
 	Peer   peer.ID        `json:"peer_id"`
 	Labels overlay.Labels `json:"labels"`
 	// PrefixBytes is set for a gateway that got the title's prefix, not the whole title.
@@ -267,16 +268,16 @@ type Replica struct {
 	Seconds     float64 `json:"seconds"`
 }
 
-// PushPlan is what a provider places across the fleet for one title.
+// PushPlan is what a provider places across the fleet for each title of a push.
 type PushPlan struct {
 	// Namespace is the slice id whose VoD apps get the title ("" for the gateways' own).
 	Namespace string
 	// Replicas gateways, spread across access nodes, get the whole title.
 	Replicas int
-	// Prefix > 0: every other matching gateway gets the title's first Prefix bytes, from
-	// its nearest replicas (App.PushPrefix), once the replicas are in place or at
-	// PrefixesFrom, whichever comes first.
-	Prefix int64
+	// Prefix > 0: every other matching gateway gets the first Prefix of the title's playback
+	// (PrefixBytes at its bitrate), from its nearest replicas (App.PushPrefix), once the
+	// replicas are in place or at PrefixesFrom, whichever comes first.
+	Prefix time.Duration
 	// Selector limits the candidates to gateways with these labels.
 	Selector map[string]string
 }
@@ -300,38 +301,45 @@ func PrefixesFrom(now, deadline time.Time) time.Time {
 	return now.Add(deadline.Sub(now) * 3 / 4)
 }
 
-// PushFleet finds the fleet's VoD gateways (those of plan.Namespace), pushes e to
-// plan.Replicas of them spread across access nodes (matching plan.Selector) in parallel, and
-// then, with plan.Prefix, its prefix to every other matching gateway. It returns one Replica
-// per gateway pushed to, whole copies first.
-func PushFleet(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, plan PushPlan) ([]Replica, error) {
+// PushFleet finds the fleet's VoD gateways (those of plan.Namespace) and pushes each of
+// titles to plan.Replicas of them spread across access nodes (matching plan.Selector), each
+// title on gateways that hold no other of these titles while enough others match, all in
+// parallel; then, with plan.Prefix, each title's prefix to every other matching gateway. It
+// returns one Replica per title and gateway pushed to, title by title, whole copies first.
+func PushFleet(ctx context.Context, ov *overlay.Overlay, titles []*catalog.Entry, plan PushPlan) ([]Replica, error) {
 	found, err := ov.FindProviders(ctx, Protocols(plan.Namespace).Gateways, 0)
 	if err != nil {
 		return nil, fmt.Errorf("finding gateways: %w", err)
 	}
-	chosen := ChooseReplicas(found, plan.Replicas, plan.Selector)
-	var rest []overlay.PeerInfo
-	if plan.Prefix > 0 {
+	// One title's pushes: its replicas, then the gateways that get its prefix.
+	type titlePushes struct {
+		e            *catalog.Entry
+		chosen, rest []overlay.PeerInfo
+		out          []Replica
+	}
+	loaded := map[peer.ID]bool{}
+	batches := make([]*titlePushes, len(titles))
+	for i, e := range titles {
+		b := &titlePushes{e: e, chosen: ChooseReplicas(found, plan.Replicas, plan.Selector, loaded)}
 		whole := map[peer.ID]bool{}
-		for _, g := range chosen {
-			whole[g.ID] = true
+		for _, g := range b.chosen {
+			whole[g.ID], loaded[g.ID] = true, true
 		}
-		for _, g := range found {
-			if !whole[g.ID] && g.Labels.Matches(plan.Selector) {
-				rest = append(rest, g)
+		if plan.Prefix > 0 {
+			for _, g := range found {
+				if !whole[g.ID] && g.Labels.Matches(plan.Selector) {
+					b.rest = append(b.rest, g)
+				}
 			}
 		}
+		if len(b.chosen)+len(b.rest) == 0 {
+			return nil, fmt.Errorf("no gateway matches (found %d running the VoD app)", len(found))
+		}
+		b.out = make([]Replica, len(b.chosen)+len(b.rest))
+		batches[i] = b
 	}
-	if len(chosen)+len(rest) == 0 {
-		return nil, fmt.Errorf("no gateway matches (found %d running the VoD app)", len(found))
-	}
-	out := make([]Replica, len(chosen)+len(rest))
-	ids := make([]peer.ID, len(chosen))
-	for i, g := range chosen {
-		ids[i] = g.ID
-	}
-	push := func(ctx context.Context, r *Replica, g overlay.PeerInfo, prefix int64, with []peer.ID) {
-		*r = Replica{Peer: g.ID, Labels: g.Labels, PrefixBytes: prefix}
+	push := func(ctx context.Context, r *Replica, e *catalog.Entry, g overlay.PeerInfo, prefix int64, with []peer.ID) {
+		*r = Replica{Title: e.Name, Peer: g.ID, Labels: g.Labels, PrefixBytes: prefix}
 		res, err := PushToNamespace(ctx, ov.Host(), g.ID, plan.Namespace, e, prefix, with...)
 		switch {
 		case err != nil:
@@ -343,38 +351,57 @@ func PushFleet(ctx context.Context, ov *overlay.Overlay, e *catalog.Entry, plan 
 		}
 		r.Bytes, r.OriginBytes, r.Seconds = res.Bytes, res.OriginBytes, res.Seconds
 	}
-	var wg sync.WaitGroup
-	for i, g := range chosen {
-		wg.Go(func() { push(ctx, &out[i], g, 0, ids) })
+	var startPrefixes chan struct{} // nil: each title's prefixes wait for its replicas
+	if dl, ok := ctx.Deadline(); ok && plan.Prefix > 0 {
+		startPrefixes = make(chan struct{}) // closed: every title's goroutine sees it
+		defer time.AfterFunc(time.Until(PrefixesFrom(time.Now(), dl)), func() { close(startPrefixes) }).Stop()
 	}
-	replicasDone := make(chan struct{})
-	go func() { wg.Wait(); close(replicasDone) }()
-	var startPrefixes <-chan time.Time // nil: when the replicas are done
-	if dl, ok := ctx.Deadline(); ok && len(rest) > 0 {
-		startPrefixes = time.After(time.Until(PrefixesFrom(time.Now(), dl)))
-	}
-	placed := chosen
-	select {
-	case <-replicasDone:
-		placed = nil
-		for i, g := range chosen {
-			if out[i].Status == "ok" {
-				placed = append(placed, g)
-			}
+	sem := make(chan struct{}, PrefixPushesAtOnce) // shared by every title's prefixes
+	var all sync.WaitGroup
+	for _, b := range batches {
+		ids := make([]peer.ID, len(b.chosen))
+		for i, g := range b.chosen {
+			ids[i] = g.ID
 		}
-	case <-startPrefixes: // the replicas hold most of the title by now
-	}
-	var pwg sync.WaitGroup
-	sem := make(chan struct{}, PrefixPushesAtOnce)
-	for i, g := range rest {
-		sem <- struct{}{}
-		pwg.Go(func() {
-			defer func() { <-sem }()
-			push(ctx, &out[len(chosen)+i], g, plan.Prefix, NearestReplicas(g.Labels, placed, PrefixSources))
+		var wg sync.WaitGroup
+		for i, g := range b.chosen {
+			wg.Go(func() { push(ctx, &b.out[i], b.e, g, 0, ids) })
+		}
+		all.Go(func() {
+			replicasDone := make(chan struct{})
+			go func() { wg.Wait(); close(replicasDone) }()
+			defer func() { <-replicasDone }()
+			if len(b.rest) == 0 {
+				return
+			}
+			placed := b.chosen
+			select {
+			case <-replicasDone:
+				placed = nil
+				for i, g := range b.chosen {
+					if b.out[i].Status == "ok" {
+						placed = append(placed, g)
+					}
+				}
+			case <-startPrefixes: // the replicas hold most of the title by now
+			}
+			prefix := PrefixBytes(b.e, plan.Prefix)
+			var pwg sync.WaitGroup
+			for i, g := range b.rest {
+				sem <- struct{}{}
+				pwg.Go(func() {
+					defer func() { <-sem }()
+					push(ctx, &b.out[len(b.chosen)+i], b.e, g, prefix, NearestReplicas(g.Labels, placed, PrefixSources))
+				})
+			}
+			pwg.Wait()
 		})
 	}
-	pwg.Wait()
-	<-replicasDone
+	all.Wait()
+	var out []Replica
+	for _, b := range batches {
+		out = append(out, b.out...)
+	}
 	return out, nil
 }
 

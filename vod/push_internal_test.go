@@ -31,7 +31,7 @@ func TestChooseReplicasSpreads(t *testing.T) {
 			}
 		}
 	}
-	got := ChooseReplicas(cands, 6, nil)
+	got := ChooseReplicas(cands, 6, nil, nil)
 	seen := map[string]bool{}
 	for _, c := range got {
 		key := c.Labels.ISP + "/" + c.Labels.AccessNode
@@ -40,10 +40,10 @@ func TestChooseReplicasSpreads(t *testing.T) {
 		}
 		seen[key] = true
 	}
-	if got := ChooseReplicas(cands, 2, nil); got[0].Labels.ISP == got[1].Labels.ISP {
+	if got := ChooseReplicas(cands, 2, nil, nil); got[0].Labels.ISP == got[1].Labels.ISP {
 		t.Fatalf("2 replicas should sit in different ISPs: %v", got)
 	}
-	sel := ChooseReplicas(cands, 100, map[string]string{"isp": "isp-1", "tier": "1"})
+	sel := ChooseReplicas(cands, 100, map[string]string{"isp": "isp-1", "tier": "1"}, nil)
 	if len(sel) != 3 {
 		t.Fatalf("selector isp-1,tier=1 matched %d, want 3", len(sel))
 	}
@@ -51,6 +51,50 @@ func TestChooseReplicasSpreads(t *testing.T) {
 		if c.Labels.ISP != "isp-1" || c.Labels.Extra["tier"] != "1" {
 			t.Fatalf("selector let %v through", c)
 		}
+	}
+}
+
+// TestChooseReplicasAvoidsLoadedGateways: a second title of a push goes to other gateways,
+// still spread, and back to the loaded ones only when the others run out.
+func TestChooseReplicasAvoidsLoadedGateways(t *testing.T) {
+	var cands []overlay.PeerInfo
+	for isp := range 2 {
+		for i := range 3 {
+			cands = append(cands, overlay.PeerInfo{
+				ID:     peer.ID(fmt.Sprintf("p-%d-%d", isp, i)),
+				Labels: overlay.Labels{ISP: fmt.Sprintf("isp-%d", isp), AccessNode: "an-0"},
+			})
+		}
+	}
+	loaded := map[peer.ID]bool{}
+	var titles [][]overlay.PeerInfo
+	for range 3 {
+		got := ChooseReplicas(cands, 2, nil, loaded)
+		if len(got) != 2 || got[0].Labels.ISP == got[1].Labels.ISP {
+			t.Fatalf("2 replicas should sit in different ISPs: %v", got)
+		}
+		for _, g := range got {
+			if loaded[g.ID] {
+				t.Fatalf("title %d went to %s, which holds an earlier title, while others were free", len(titles), g.ID)
+			}
+			loaded[g.ID] = true
+		}
+		titles = append(titles, got)
+	}
+	// All six hold a title now: a fourth still gets its two, from the loaded ones.
+	if got := ChooseReplicas(cands, 2, nil, loaded); len(got) != 2 {
+		t.Fatalf("with every gateway loaded, got %v; want 2 anyway", got)
+	}
+	// Partly loaded: the free ones first, then the loaded ones.
+	partly := map[peer.ID]bool{"p-0-0": true, "p-0-1": true, "p-1-0": true}
+	got := ChooseReplicas(cands, 4, nil, partly)
+	for i, g := range got[:3] {
+		if partly[g.ID] {
+			t.Fatalf("choice %d is loaded %s while free ones remained: %v", i, g.ID, got)
+		}
+	}
+	if !partly[got[3].ID] {
+		t.Fatalf("the fourth should come from the loaded ones: %v", got)
 	}
 }
 

@@ -12,14 +12,34 @@ import (
 // ChooseReplicas picks n gateways for a push, spread across access nodes (and ISPs): one per
 // access node in turn, ISPs interleaved, so that every neighbourhood gets a nearby copy
 // before any gets a second. Candidates must match every selector label (ISP, access_node
-// or an extra label). The choice is deterministic for a given candidate set.
-func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string) []overlay.PeerInfo {
+// or an extra label). Gateways in avoid (those holding another title of the same push) are
+// chosen only when too few others match: an ADSL uplink seeds about one stream, so two
+// titles on one gateway share it while others sit idle. The choice is deterministic for a
+// given candidate set.
+func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string, avoid map[peer.ID]bool) []overlay.PeerInfo {
+	var free, avoided []overlay.PeerInfo
+	for _, c := range cands {
+		switch {
+		case !c.Labels.Matches(selector):
+		case avoid[c.ID]:
+			avoided = append(avoided, c)
+		default:
+			free = append(free, c)
+		}
+	}
+	out := spreadOrder(free)
+	if len(out) < n {
+		out = append(out, spreadOrder(avoided)...)
+	}
+	return out[:min(n, len(out))]
+}
+
+// spreadOrder orders gateways round-robin over their access nodes, ISPs interleaved: the
+// first of every access node (ranked within its ISP), then the second, and so on.
+func spreadOrder(cands []overlay.PeerInfo) []overlay.PeerInfo {
 	byAN := map[string][]overlay.PeerInfo{}
 	var ans []string
 	for _, c := range cands {
-		if !c.Labels.Matches(selector) {
-			continue
-		}
 		key := c.Labels.ISP + "/" + c.Labels.AccessNode
 		if _, ok := byAN[key]; !ok {
 			ans = append(ans, key)
@@ -29,7 +49,6 @@ func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string)
 	for _, k := range ans {
 		slices.SortFunc(byAN[k], func(a, b overlay.PeerInfo) int { return cmp.Compare(a.ID, b.ID) })
 	}
-	// Interleave ISPs: order access nodes by their rank inside their ISP, then by ISP.
 	rank := map[string]int{}
 	seen := map[string]int{}
 	slices.Sort(ans)
@@ -39,17 +58,12 @@ func ChooseReplicas(cands []overlay.PeerInfo, n int, selector map[string]string)
 		seen[isp]++
 	}
 	slices.SortStableFunc(ans, func(a, b string) int { return cmp.Compare(rank[a], rank[b]) })
-	var out []overlay.PeerInfo
-	for round := 0; len(out) < n; round++ {
-		added := false
+	out := make([]overlay.PeerInfo, 0, len(cands))
+	for round := 0; len(out) < len(cands); round++ {
 		for _, k := range ans {
-			if round < len(byAN[k]) && len(out) < n {
+			if round < len(byAN[k]) {
 				out = append(out, byAN[k][round])
-				added = true
 			}
-		}
-		if !added {
-			break
 		}
 	}
 	return out

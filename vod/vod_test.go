@@ -674,6 +674,64 @@ func TestCoPushTakesOneCopyFromOrigin(t *testing.T) {
 	}
 }
 
+// TestPushFleetSpreadsTitles: two titles pushed together to two replicas each land on four
+// different gateways, each title in both ISPs, and each replica holds its title whole.
+func TestPushFleetSpreadsTitles(t *testing.T) {
+	f := newFixture(t, 256<<10, 2e6)
+	// A second title: the same bytes under another name (another infohash); the fixture's
+	// origin serves these bytes at any path.
+	path := filepath.Join(t.TempDir(), "clip-2.mp4")
+	if err := os.WriteFile(path, f.file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
+		Key: f.key, OriginBase: f.origin.URL, BitrateBps: 2e6, MIME: "video/mp4", Duration: time.Second, PieceLength: 64 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []overlay.Labels{{ISP: "isp-a", AccessNode: "an-1"}, {ISP: "isp-a", AccessNode: "an-2"}, {ISP: "isp-b", AccessNode: "an-3"}, {ISP: "isp-b", AccessNode: "an-4"}} {
+		f.addGatewayAt(vod.Options{}, l, 5*time.Millisecond, 20e6, 20e6)
+	}
+	f.waitRoutable()
+	provider := f.providerNode()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var reps []vod.Replica
+	for ctx.Err() == nil { // the gateways may still be announcing themselves
+		if reps, err = vod.PushFleet(ctx, provider, []*catalog.Entry{f.entry, second}, vod.PushPlan{Replicas: 2}); err == nil && len(reps) == 4 && len(distinctPeers(reps)) == 4 {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if len(reps) != 4 || len(distinctPeers(reps)) != 4 {
+		t.Fatalf("pushed %+v: want 2 titles on 4 different gateways", reps)
+	}
+	isps := map[string]map[string]bool{}
+	for _, r := range reps {
+		if r.Status != "ok" || r.Bytes != int64(len(f.file)) {
+			t.Fatalf("push of %s to %s: %+v", r.Title, r.Peer, r)
+		}
+		if isps[r.Title] == nil {
+			isps[r.Title] = map[string]bool{}
+		}
+		isps[r.Title][r.Labels.ISP] = true
+	}
+	for _, name := range []string{f.entry.Name, second.Name} {
+		if len(isps[name]) != 2 {
+			t.Errorf("%s placed in ISPs %v: want both", name, isps[name])
+		}
+	}
+}
+
+func distinctPeers(reps []vod.Replica) map[peer.ID]bool {
+	out := map[peer.ID]bool{}
+	for _, r := range reps {
+		out[r.Peer] = true
+	}
+	return out
+}
+
 // TestPrefixPush: a provider places one whole copy and the title's prefix on every other
 // gateway. The prefixes come from the replica, not the origin; a prefix gateway holds exactly
 // the prefix's pieces and plays them with the origin and every peer gone; the prefix survives
@@ -687,12 +745,13 @@ func TestPrefixPush(t *testing.T) {
 	provider := f.providerNode()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	const prefix = 100_000 // two pieces
+	const prefix = 100_000                      // two pieces: 0.4 s at 2 Mbit/s
+	const prefixTime = 400 * time.Millisecond
 	const prefixHeld = 2 * 64 << 10
 	var reps []vod.Replica
 	for ctx.Err() == nil { // the gateways may still be announcing themselves
 		var err error
-		if reps, err = vod.PushFleet(ctx, provider, f.entry, vod.PushPlan{Replicas: 1, Prefix: prefix}); err == nil && len(reps) == 4 {
+		if reps, err = vod.PushFleet(ctx, provider, []*catalog.Entry{f.entry}, vod.PushPlan{Replicas: 1, Prefix: prefixTime}); err == nil && len(reps) == 4 {
 			break
 		}
 		time.Sleep(300 * time.Millisecond)
@@ -785,7 +844,7 @@ func pushReplicas(ctx context.Context, t *testing.T, provider *overlay.Overlay, 
 	var reps []vod.Replica
 	for ctx.Err() == nil {
 		var err error
-		reps, err = vod.PushFleet(ctx, provider, e, vod.PushPlan{Replicas: n})
+		reps, err = vod.PushFleet(ctx, provider, []*catalog.Entry{e}, vod.PushPlan{Replicas: n})
 		if err == nil && len(reps) == n {
 			return reps
 		}

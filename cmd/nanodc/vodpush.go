@@ -27,12 +27,14 @@ func newVodPushCmd() *cobra.Command {
 		asJSON              bool
 	)
 	cmd := &cobra.Command{
-		Use:   "push TITLE --replicas N [--prefix DURATION] --catalog DIR --key PROVIDER_KEY --bootstrap ADDR...",
-		Short: "Pre-place a title on N gateways, spread across access nodes, ahead of demand",
+		Use:   "push TITLE... --replicas N [--prefix DURATION] --catalog DIR --key PROVIDER_KEY --bootstrap ADDR...",
+		Short: "Pre-place titles on N gateways each, spread across access nodes, ahead of demand",
 		Long: `Join the overlay as the provider (its key is the identity gateways check), find the
 gateways running the VoD app through the DHT, choose N of them spread across access nodes
 (and ISPs) among those matching --selector, and push the title to them: each fills it
-completely (from peers where they have it, else from the origin) and pins it.
+completely (from peers where they have it, else from the origin) and pins it. With several
+titles, all are pushed at once, each to gateways that hold none of the others while enough
+match: a home's uplink seeds about one stream, so titles that share a gateway share it.
 
 With --prefix, every other matching gateway then gets the title's first DURATION of
 playback (whole pieces), from its nearest replicas: a viewer there starts from the
@@ -41,10 +43,10 @@ gateway's own disk, and its gateway has the prefix's seconds to find peers for t
 cache eviction. --replicas 0 with --prefix places prefixes only (from whichever gateways
 hold the title).
 
-Prints one line per gateway: ok, failed (with the gateway's reason) or unreachable. TITLE
-is a CID, an infohash or a name from the catalog. Exit status 1 when any push did not
-succeed.`,
-		Args: cobra.ExactArgs(1),
+Prints one line per title and gateway: ok, failed (with the gateway's reason) or
+unreachable. TITLE is a CID, an infohash or a name from the catalog. Exit status 1 when any
+push did not succeed.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if replicas < 0 || (replicas == 0 && prefix <= 0) {
 				return errors.New("--replicas: must be at least 1 (or 0 with --prefix)")
@@ -60,16 +62,26 @@ succeed.`,
 			if err != nil {
 				return err
 			}
-			entry, err := store.Get(args[0])
-			if err != nil {
-				return err
-			}
 			key, err := catalog.LoadKey(keyPath)
 			if err != nil {
 				return err
 			}
-			if id, _ := peer.IDFromPrivateKey(key); id.String() != entry.Provider {
-				return fmt.Errorf("--key is provider %s but %q was published by %s: gateways only accept a provider's own titles", id, entry.Name, entry.Provider)
+			id, _ := peer.IDFromPrivateKey(key)
+			var entries []*catalog.Entry
+			seen := map[string]bool{}
+			for _, ref := range args {
+				entry, err := store.Get(ref)
+				if err != nil {
+					return err
+				}
+				if id.String() != entry.Provider {
+					return fmt.Errorf("--key is provider %s but %q was published by %s: gateways only accept a provider's own titles", id, entry.Name, entry.Provider)
+				}
+				if seen[entry.CID] {
+					return fmt.Errorf("%q is named twice", entry.Name)
+				}
+				seen[entry.CID] = true
+				entries = append(entries, entry)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -78,11 +90,8 @@ succeed.`,
 				return err
 			}
 			defer ov.Close()
-			plan := vod.PushPlan{Namespace: sliceID, Replicas: replicas, Selector: sel}
-			if prefix > 0 {
-				plan.Prefix = vod.PrefixBytes(entry, prefix)
-			}
-			reps, err := vod.PushFleet(ctx, ov, entry, plan)
+			plan := vod.PushPlan{Namespace: sliceID, Replicas: replicas, Prefix: prefix, Selector: sel}
+			reps, err := vod.PushFleet(ctx, ov, entries, plan)
 			if err != nil {
 				return err
 			}
@@ -95,13 +104,13 @@ succeed.`,
 				}
 			} else {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "GATEWAY\tISP\tACCESS NODE\tPLACED\tSTATUS\tBYTES\tFROM ORIGIN\tSECONDS\tERROR")
+				fmt.Fprintln(tw, "TITLE\tGATEWAY\tISP\tACCESS NODE\tPLACED\tSTATUS\tBYTES\tFROM ORIGIN\tSECONDS\tERROR")
 				for _, r := range reps {
 					placed := "title"
 					if r.PrefixBytes > 0 {
 						placed = fmt.Sprintf("prefix %d B", r.PrefixBytes)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%s\n", r.Peer, orDash(r.Labels.ISP), orDash(r.Labels.AccessNode), placed, r.Status, r.Bytes, r.OriginBytes, r.Seconds, r.Error)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%s\n", r.Title, r.Peer, orDash(r.Labels.ISP), orDash(r.Labels.AccessNode), placed, r.Status, r.Bytes, r.OriginBytes, r.Seconds, r.Error)
 				}
 				tw.Flush()
 			}
@@ -113,8 +122,8 @@ succeed.`,
 					whole++
 				}
 			}
-			if failed > 0 || whole < replicas {
-				return fmt.Errorf("%d of %d pushes succeeded; %d whole copies placed (%d wanted)", len(reps)-failed, len(reps), whole, replicas)
+			if failed > 0 || whole < replicas*len(entries) {
+				return fmt.Errorf("%d of %d pushes succeeded; %d whole copies placed (%d wanted)", len(reps)-failed, len(reps), whole, replicas*len(entries))
 			}
 			return nil
 		},
@@ -125,8 +134,8 @@ succeed.`,
 	fl.StringSliceVar(&bootstrap, "bootstrap", nil, "multiaddr of a gateway or bootstrap node, ending in /p2p/<id> (repeatable)")
 	fl.StringVar(&sliceID, "slice", "", "push to the VoD apps of this provider slice (default: the gateways' own VoD app)")
 	fl.StringSliceVar(&selector, "selector", nil, "only gateways with this label, label=value (repeatable)")
-	fl.IntVar(&replicas, "replicas", 3, "how many gateways get the title")
-	fl.DurationVar(&prefix, "prefix", 0, "also place this much of the title's start (playback time) on every other matching gateway")
+	fl.IntVar(&replicas, "replicas", 3, "how many gateways get each title")
+	fl.DurationVar(&prefix, "prefix", 0, "also place this much of each title's start (playback time) on every other matching gateway")
 	fl.StringVar(&listen, "listen", "/ip4/0.0.0.0/udp/0/quic-v1", "where the provider's temporary node listens")
 	fl.DurationVar(&timeout, "timeout", 20*time.Minute, "give up after this long")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")

@@ -468,8 +468,7 @@ func (w *workload) publish(env *emulator.Env) error {
 }
 
 // push pre-places the plan's titles on replicas spread across access nodes, each title on
-// gateways that hold no earlier title while there are enough of them: a home's uplink seeds
-// about one stream, so two titles on one gateway would share it.
+// gateways that hold no earlier title while there are enough of them, as vod.PushFleet does.
 func (w *workload) push(ctx context.Context) {
 	var cands []overlay.PeerInfo
 	byID := map[string]*emulator.Gateway{}
@@ -489,11 +488,7 @@ func (w *workload) push(ctx context.Context) {
 	plan := w.p.pushPlan()
 	for _, tp := range plan {
 		t, e := tp.title, w.entries[tp.title]
-		free := slices.DeleteFunc(slices.Clone(cands), func(c overlay.PeerInfo) bool { return loaded[c.ID] })
-		if len(free) < tp.replicas {
-			free = cands
-		}
-		chosen := vod.ChooseReplicas(free, tp.replicas, nil)
+		chosen := vod.ChooseReplicas(cands, tp.replicas, nil, loaded)
 		for _, r := range chosen {
 			loaded[r.ID] = true
 		}
