@@ -745,7 +745,7 @@ func TestPrefixPush(t *testing.T) {
 	provider := f.providerNode()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	const prefix = 100_000                      // two pieces: 0.4 s at 2 Mbit/s
+	const prefix = 100_000 // two pieces: 0.4 s at 2 Mbit/s
 	const prefixTime = 400 * time.Millisecond
 	const prefixHeld = 2 * 64 << 10
 	var reps []vod.Replica
