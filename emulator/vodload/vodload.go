@@ -131,17 +131,20 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 		return nil, errors.New("arrival_rate: must not be negative")
 	case p.FlashCrowd.Viewers < 0 || p.FlashCrowd.Title < 0 || p.FlashCrowd.Title >= p.Titles:
 		return nil, fmt.Errorf("flash_crowd: viewers must not be negative and title must be in [0, %d)", p.Titles)
-	case len(p.pushPlan()) > p.Titles:
-		return nil, fmt.Errorf("push: %d titles in all, more than the catalog's %d", len(p.pushPlan()), p.Titles)
 	case p.UploadShare <= 0 || p.UploadShare > 1:
 		return nil, errors.New("upload_share: must be in (0, 1]")
 	case p.StartupBuffer <= 0 || p.Rebuffer <= 0 || p.MaxBuffer < p.StartupBuffer || p.Abandon <= 0:
 		return nil, errors.New("startup_buffer, rebuffer, abandon must be positive and max_buffer >= startup_buffer")
 	}
+	pushed := 0
 	for i, tier := range p.Push {
 		if tier.Titles < 1 || tier.Replicas < 1 || tier.Prefix < 0 {
 			return nil, fmt.Errorf("push[%d]: titles and replicas must be at least 1, prefix not negative", i)
 		}
+		pushed += tier.Titles
+	}
+	if pushed > p.Titles {
+		return nil, fmt.Errorf("push: %d titles in all, more than the catalog's %d", pushed, p.Titles)
 	}
 	if p.Slice != "" {
 		if err := slice.ValidID("slice", p.Slice); err != nil {
