@@ -384,12 +384,22 @@ func (o *Overlay) join(ctx context.Context) bool {
 	if err := o.WaitRoutable(wctx); err != nil {
 		return true
 	}
-	select {
-	case err := <-o.dht.RefreshRoutingTable():
-		if err != nil && ctx.Err() == nil {
-			o.log.Warn("DHT bootstrap", "err", err)
+	// Two refreshes: kad-dht follows the first refresh after it starts bootstrapping with
+	// one of its own (rtPeerLoop's RefreshNoWait), which gets in or not depending on
+	// scheduling. When it gets in, it runs after the sweep and re-dials the ~20 peers
+	// closest to us, which then stay open for good below the high watermark (a CI run kept
+	// all 17). The refresh manager runs refreshes one at a time, so by the time a second
+	// one of ours returns, that follow-up is over too; and ours costs little, as it runs on
+	// the connections the first one opened and skips the buckets just refreshed.
+	for range 2 {
+		select {
+		case err := <-o.dht.RefreshRoutingTable():
+			if err != nil && ctx.Err() == nil {
+				o.log.Warn("DHT bootstrap", "err", err)
+			}
+		case <-ctx.Done():
+			return true
 		}
-	case <-ctx.Done():
 	}
 	return true
 }
