@@ -140,6 +140,12 @@ type Options struct {
 	// before it is used (a slice attaches them to its resource-manager scope); an error
 	// refuses the stream.
 	StreamScope func(network.Stream) error
+	// ScarceHolders and AbundantHolders drive the nanodc strategy's scarce-first uplink
+	// (uplink.go): while a peer fetches from this gateway a title at most ScarceHolders other
+	// gateways hold, it stops uploading titles at least AbundantHolders others hold. Defaults
+	// 3 and 8; a negative ScarceHolders turns the policy off.
+	ScarceHolders   int
+	AbundantHolders int
 	// AnnounceJitter is the most a gateway waits, at random, before announcing itself as a
 	// VoD gateway in the DHT. Default 10 s; negative: no wait.
 	AnnounceJitter time.Duration
@@ -202,6 +208,15 @@ func (o *Options) setDefaults() error {
 	if o.CacheBytes <= 0 {
 		o.CacheBytes = 10 << 30
 	}
+	if o.ScarceHolders == 0 {
+		o.ScarceHolders = 3
+	}
+	if o.AbundantHolders <= 0 {
+		o.AbundantHolders = 8
+	}
+	if o.ScarceHolders >= o.AbundantHolders {
+		return fmt.Errorf("vod: ScarceHolders %d must be below AbundantHolders %d", o.ScarceHolders, o.AbundantHolders)
+	}
 	return nil
 }
 
@@ -227,6 +242,7 @@ type App struct {
 	peers   map[peer.ID]*peerCounters
 	holders holders
 	topic   *pubsub.Topic
+	uplink  uplinkArbiter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -405,6 +421,8 @@ func (a *App) Serve(ctx context.Context) error {
 	defer tick.Stop()
 	slow := time.NewTicker(2 * time.Second)
 	defer slow.Stop()
+	second := time.NewTicker(time.Second)
+	defer second.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -414,6 +432,10 @@ func (a *App) Serve(ctx context.Context) error {
 		case <-tick.C:
 			if a.opts.Strategy == StrategyNanodc {
 				a.scheduleDeadlines()
+			}
+		case now := <-second.C:
+			if a.opts.Strategy == StrategyNanodc && a.opts.ScarceHolders >= 0 {
+				a.arbitrateUplink(now)
 			}
 		case <-slow.C:
 			a.discoverForActive()

@@ -51,6 +51,10 @@ type TitleStats struct {
 	PeerWastedBytes int64  `json:"peer_wasted_bytes"`
 	UploadedBytes   int64  `json:"uploaded_bytes"`
 	Peers           int    `json:"peers"`
+	// UploadYields counts the times the title's upload was held back for a scarcer title's
+	// (the nanodc strategy's scarce-first uplink); UploadYielding: held back now.
+	UploadYields   int64 `json:"upload_yields,omitempty"`
+	UploadYielding bool  `json:"upload_yielding,omitempty"`
 }
 
 // Stats returns the current figures.
@@ -79,7 +83,8 @@ func (a *App) Stats() Stats {
 			Pinned: state.Pinned, PrefixBytes: state.Prefix, Plays: state.Plays,
 			Streams: ti.counters.streams.Load(), Stalls: ti.counters.stalls.Load(),
 			ServedCache: ti.counters.servedCache.Load(), ServedNetwork: ti.counters.servedNetwork.Load(),
-			OriginBytes: ti.counters.originBytes.Load(),
+			OriginBytes:  ti.counters.originBytes.Load(),
+			UploadYields: ti.counters.uploadYields.Load(), UploadYielding: ti.counters.uploadYielding.Load(),
 		}
 		if t := ti.t; t != nil {
 			ts.CachedBytes = t.BytesCompleted()

@@ -15,6 +15,10 @@ type titleCounters struct {
 	originBytes   atomic.Int64 // gap fills and pushes from the origin
 	streams       atomic.Int64
 	stalls        atomic.Int64
+	// uploadYields counts the times the title's upload was held back for a scarcer title's
+	// (uplink.go); uploadYielding says whether it is held back now.
+	uploadYields   atomic.Int64
+	uploadYielding atomic.Bool
 }
 
 // peerCounters are the bytes a remote peer sent us, by its locality.

@@ -45,6 +45,9 @@ type Summary struct {
 	// filled meanwhile): peer uplink spent for nothing. Part of PeerBytes.
 	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
 	PushOriginBytes int64 `json:"push_origin_bytes"`
+	// UploadYields counts the times a gateway held a title's upload back for a scarcer one
+	// (the nanodc strategy's scarce-first uplink), summed over the apps running at the end.
+	UploadYields int64 `json:"upload_yields,omitempty"`
 	// Pushed says where each pushed title was placed, and whether every replica's push
 	// completed before the viewers came.
 	Pushed []PushedTitle `json:"pushed,omitempty"`
@@ -201,6 +204,13 @@ func (w *workload) Summary() any {
 		s.OriginServerBytes = w.srv.Stats().BytesServed
 	}
 	s.PushErrors = w.pushErrors
+	for _, g := range w.env.Fleet.Gateways {
+		if app := w.app(g.Node()); app != nil {
+			for _, ts := range app.Stats().Titles {
+				s.UploadYields += ts.UploadYields
+			}
+		}
+	}
 	for _, t := range slices.Sorted(maps.Keys(w.replicas)) {
 		pt := PushedTitle{Title: t, Whole: w.pushedWhole[t]}
 		for g := range w.replicas[t] {
