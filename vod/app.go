@@ -479,7 +479,11 @@ func (a *App) Close() error {
 func (a *App) Strategy() Strategy { return a.opts.Strategy }
 
 // AddTitle makes a published title known to this gateway. The entry must verify and be signed
-// by one of the configured providers. Adding a known title again is not an error.
+// by one of the configured providers. Adding a known title again is not an error (an entry of
+// the same torrent published again, e.g. with a new origin, is saved and used from the next
+// start). The same content as a known title under another torrent (another name or piece
+// size) is refused: titles are keyed by their content's CID, so it would silently stream and
+// push the other torrent.
 func (a *App) AddTitle(e *catalog.Entry) error {
 	if err := e.Verify(); err != nil {
 		return fmt.Errorf("vod: title %q: %w", e.Name, err)
@@ -489,6 +493,12 @@ func (a *App) AddTitle(e *catalog.Entry) error {
 		if err != nil || !slices.Contains(a.opts.Providers, pid) {
 			return fmt.Errorf("vod: title %q: provider %s is not trusted on this gateway", e.Name, e.Provider)
 		}
+	}
+	a.mu.Lock()
+	known := a.titles[e.CID]
+	a.mu.Unlock()
+	if known != nil && known.entry.InfoHash != e.InfoHash {
+		return fmt.Errorf("vod: title %q has the same content (CID %s) as title %q, a different torrent this gateway already has; a provider publishes one content once", e.Name, e.CID, known.entry.Name)
 	}
 	raw, err := e.Encode()
 	if err != nil {

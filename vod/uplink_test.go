@@ -2,13 +2,9 @@ package vod_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -24,27 +20,8 @@ import (
 // holders; a few seconds after the scarce stream ends, A uploads the abundant title again.
 func TestScarceTitleGetsTheUplink(t *testing.T) {
 	f := newFixture(t, 4<<20, 2e6)
-	// The abundant title, from an origin of its own that goes down with the fixture's.
-	other := make([]byte, len(f.file))
-	rand.Read(other)
-	path := filepath.Join(t.TempDir(), "other.mp4")
-	if err := os.WriteFile(path, other, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !f.up.Load() {
-			http.Error(w, "origin down", http.StatusServiceUnavailable)
-			return
-		}
-		http.ServeFile(w, r, path)
-	}))
-	t.Cleanup(srv.Close)
-	abundant, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
-		Key: f.key, OriginBase: srv.URL, BitrateBps: 2e6, MIME: "video/mp4", PieceLength: 64 << 10,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The abundant title, from an origin that goes down with the fixture's.
+	abundant, other := f.publishOther(len(f.file), 2e6)
 	opts := vod.Options{ScarceHolders: 1, AbundantHolders: 2}
 	at := func(an string, up int64) *gateway {
 		g := f.addGatewayAt(opts, overlay.Labels{ISP: "isp-a", AccessNode: an}, 5*time.Millisecond, up, 20e6)

@@ -678,18 +678,7 @@ func TestCoPushTakesOneCopyFromOrigin(t *testing.T) {
 // different gateways, each title in both ISPs, and each replica holds its title whole.
 func TestPushFleetSpreadsTitles(t *testing.T) {
 	f := newFixture(t, 256<<10, 2e6)
-	// A second title: the same bytes under another name (another infohash); the fixture's
-	// origin serves these bytes at any path.
-	path := filepath.Join(t.TempDir(), "clip-2.mp4")
-	if err := os.WriteFile(path, f.file, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	second, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
-		Key: f.key, OriginBase: f.origin.URL, BitrateBps: 2e6, MIME: "video/mp4", Duration: time.Second, PieceLength: 64 << 10,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	second, _ := f.publishOther(len(f.file), 2e6)
 	for _, l := range []overlay.Labels{{ISP: "isp-a", AccessNode: "an-1"}, {ISP: "isp-a", AccessNode: "an-2"}, {ISP: "isp-b", AccessNode: "an-3"}, {ISP: "isp-b", AccessNode: "an-4"}} {
 		f.addGatewayAt(vod.Options{}, l, 5*time.Millisecond, 20e6, 20e6)
 	}
@@ -697,7 +686,10 @@ func TestPushFleetSpreadsTitles(t *testing.T) {
 	provider := f.providerNode()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var reps []vod.Replica
+	var (
+		reps []vod.Replica
+		err  error
+	)
 	for ctx.Err() == nil { // the gateways may still be announcing themselves
 		if reps, err = vod.PushFleet(ctx, provider, []*catalog.Entry{f.entry, second}, vod.PushPlan{Replicas: 2}); err == nil && len(reps) == 4 && len(distinctPeers(reps)) == 4 {
 			break
@@ -907,7 +899,7 @@ func TestCacheSurvivesRestartAndQuota(t *testing.T) {
 	f.stopApp(g)
 	g.opts.CacheBytes = int64(len(f.file)) + 1000
 	f.startApp(g)
-	other := f.publishOther(2 << 20)
+	other, _ := f.publishOther(2<<20, 8e6)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := g.app.Push(ctx, other); err != nil {
@@ -957,8 +949,10 @@ func TestPartlyWatchedTitleSurvivesRestart(t *testing.T) {
 	}
 }
 
-// publishOther publishes a second title of random bytes at the same origin.
-func (f *fixture) publishOther(size int) *catalog.Entry {
+// publishOther publishes a second title of size random bytes (other content, so another
+// CID) at this bitrate, from an origin of its own that is up while the fixture's is, and
+// returns it with its bytes.
+func (f *fixture) publishOther(size int, bitrate int64) (*catalog.Entry, []byte) {
 	t := f.t
 	t.Helper()
 	data := make([]byte, size)
@@ -967,16 +961,21 @@ func (f *fixture) publishOther(size int) *catalog.Entry {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The fixture's origin serves one file; a second server serves this one.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, path) }))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !f.up.Load() {
+			http.Error(w, "origin down", http.StatusServiceUnavailable)
+			return
+		}
+		http.ServeFile(w, r, path)
+	}))
 	t.Cleanup(srv.Close)
 	e, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
-		Key: f.key, OriginBase: srv.URL, BitrateBps: 8e6, MIME: "video/mp4", PieceLength: 64 << 10,
+		Key: f.key, OriginBase: srv.URL, BitrateBps: bitrate, MIME: "video/mp4", PieceLength: 64 << 10,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e
+	return e, data
 }
 
 // TestStandardClientFetchesFromGateway: with the TCP BitTorrent listener on, an ordinary
@@ -1037,4 +1036,33 @@ func (g gatedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, r.Context().Err()
 	}
 	return g.rt.RoundTrip(r)
+}
+
+// TestSameContentUnderAnotherTorrentIsRefused: titles are keyed by their content's CID, so the
+// same bytes published under another name (another torrent) are refused with an error naming
+// both, and the title the gateway had keeps streaming.
+func TestSameContentUnderAnotherTorrentIsRefused(t *testing.T) {
+	f := newFixture(t, 256<<10, 2e6)
+	g := f.addGateway(vod.Options{})
+	path := filepath.Join(t.TempDir(), "clip-copy.mp4")
+	if err := os.WriteFile(path, f.file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	copyEntry, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
+		Key: f.key, OriginBase: f.origin.URL, BitrateBps: 2e6, MIME: "video/mp4", PieceLength: 64 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if copyEntry.CID != f.entry.CID || copyEntry.InfoHash == f.entry.InfoHash {
+		t.Fatalf("the copy should share the CID and not the infohash: %s %s / %s %s", copyEntry.CID, copyEntry.InfoHash, f.entry.CID, f.entry.InfoHash)
+	}
+	err = g.app.AddTitle(copyEntry)
+	if err == nil || !strings.Contains(err.Error(), "same content") || !strings.Contains(err.Error(), copyEntry.Name) || !strings.Contains(err.Error(), f.entry.Name) {
+		t.Fatalf("AddTitle of the same content under another name: %v; want an error naming both titles", err)
+	}
+	if resp, _ := get(t, g, copyEntry.Name, ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET by the refused title's name: %s, want 404", resp.Status)
+	}
+	f.checkWhole(g)
 }
