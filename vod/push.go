@@ -275,8 +275,9 @@ type PushPlan struct {
 	// Replicas gateways, spread across access nodes, get the whole title.
 	Replicas int
 	// Prefix > 0: every other matching gateway gets the first Prefix of the title's playback
-	// (PrefixBytes at its bitrate), from its nearest replicas (App.PushPrefix), once the
-	// replicas are in place or at PrefixesFrom, whichever comes first.
+	// (PrefixBytes at its bitrate), from its nearest replicas and the nearest gateways whose
+	// prefix is already in place (PrefixSourcesFor, App.PushPrefix), once the replicas are in
+	// place or at PrefixesFrom, whichever comes first.
 	Prefix time.Duration
 	// Selector limits the candidates to gateways with these labels.
 	Selector map[string]string
@@ -286,8 +287,8 @@ type PushPlan struct {
 // may be thousands, and each push is a connection and a stream on the provider's node.
 const PrefixPushesAtOnce = 32
 
-// PrefixSources is how many replicas a prefix push names to its gateway: the nearest ones,
-// enough that one slow or busy uplink does not hold the prefix up.
+// PrefixSources is how many peers a prefix push names to its gateway (PrefixSourcesFor): the
+// nearest ones, enough that one slow or busy uplink does not hold the prefix up.
 const PrefixSources = 3
 
 // PrefixesFrom is when a push that also places prefixes, and must be done by deadline,
@@ -386,12 +387,25 @@ func PushFleet(ctx context.Context, ov *overlay.Overlay, titles []*catalog.Entry
 			case <-startPrefixes: // the replicas hold most of the title by now
 			}
 			prefix := PrefixBytes(b.e, plan.Prefix)
-			var pwg sync.WaitGroup
+			var (
+				pwg     sync.WaitGroup
+				hmu     sync.Mutex
+				holders []overlay.PeerInfo // gateways whose prefix is in place: sources too
+			)
 			for i, g := range b.rest {
 				sem <- struct{}{}
+				hmu.Lock()
+				sources := PrefixSourcesFor(g.ID, g.Labels, placed, holders)
+				hmu.Unlock()
 				pwg.Go(func() {
 					defer func() { <-sem }()
-					push(ctx, &b.out[len(b.chosen)+i], b.e, g, prefix, NearestReplicas(g.Labels, placed, PrefixSources))
+					r := &b.out[len(b.chosen)+i]
+					push(ctx, r, b.e, g, prefix, sources)
+					if r.Status == "ok" {
+						hmu.Lock()
+						holders = append(holders, g)
+						hmu.Unlock()
+					}
 				})
 			}
 			pwg.Wait()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,43 @@ func TestChooseReplicasSpreads(t *testing.T) {
 		if c.Labels.ISP != "isp-1" || c.Labels.Extra["tier"] != "1" {
 			t.Fatalf("selector let %v through", c)
 		}
+	}
+}
+
+// TestPrefixSourcesFor: a prefix push names the nearest prefix holders first (at most
+// PrefixSources-1, so a replica stays among the sources), nearest tier first, never the
+// gateway itself; and the gateways of one access node spread over its replicas instead of all
+// naming the same first ones.
+func TestPrefixSourcesFor(t *testing.T) {
+	at := func(isp, an string, name string) overlay.PeerInfo {
+		return overlay.PeerInfo{ID: peer.ID(name), Labels: overlay.Labels{ISP: isp, AccessNode: an}}
+	}
+	replicas := []overlay.PeerInfo{
+		at("isp-a", "an-1", "r1"), at("isp-a", "an-1", "r2"), at("isp-a", "an-1", "r3"), at("isp-a", "an-1", "r4"),
+		at("isp-a", "an-2", "r5"), at("isp-b", "an-3", "r6"),
+	}
+	me := at("isp-a", "an-1", "g0")
+	got := PrefixSourcesFor(me.ID, me.Labels, replicas, nil)
+	if len(got) != PrefixSources {
+		t.Fatalf("no holders yet: %v, want %d replicas", got, PrefixSources)
+	}
+	for _, id := range got {
+		if !slices.Contains([]peer.ID{"r1", "r2", "r3", "r4"}, id) {
+			t.Errorf("sources %v: %s is not on the gateway's access node, which has 4 replicas", got, id)
+		}
+	}
+	holders := []overlay.PeerInfo{at("isp-b", "an-3", "h-far"), at("isp-a", "an-2", "h-isp"), at("isp-a", "an-1", "h-local"), me}
+	got = PrefixSourcesFor(me.ID, me.Labels, replicas, holders)
+	if len(got) != PrefixSources || got[0] != "h-local" || got[1] != "h-isp" || !strings.HasPrefix(string(got[2]), "r") {
+		t.Fatalf("with holders: %v, want h-local, h-isp, then a replica", got)
+	}
+	first := map[peer.ID]int{}
+	for i := range 40 {
+		g := at("isp-a", "an-1", fmt.Sprintf("g%d", i))
+		first[PrefixSourcesFor(g.ID, g.Labels, replicas, nil)[0]]++
+	}
+	if len(first) < 3 {
+		t.Errorf("40 gateways of an access node with 4 replicas named only %v first", first)
 	}
 }
 

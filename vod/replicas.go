@@ -2,6 +2,7 @@ package vod
 
 import (
 	"cmp"
+	"hash/fnv"
 	"slices"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -69,10 +70,28 @@ func spreadOrder(cands []overlay.PeerInfo) []overlay.PeerInfo {
 	return out
 }
 
-// NearestReplicas returns up to k of the replicas nearest a gateway with labels at: those on
-// its access node first, then those in its ISP, then the others (each tier in ID order, so
-// the choice is deterministic), as the sources a prefix push names to that gateway.
-func NearestReplicas(at overlay.Labels, replicas []overlay.PeerInfo, k int) []peer.ID {
+// PrefixSourcesFor names the PrefixSources peers a prefix push to gateway id (labels at)
+// fetches from: up to PrefixSources-1 of the nearest gateways that already hold the prefix
+// (holders), then the nearest replicas for the rest. The replicas' uplinks are busy trading
+// the whole title among themselves while prefixes go out, and the gateways that got their
+// prefix have idle ones: chaining lets the prefix spread like a tree instead of every
+// gateway queueing at the replicas (in the flash crowd, 26-30 of 75 prefixes were not in
+// place when the viewers came). At least one replica stays among the sources: the first
+// prefixes have no holder to come from.
+func PrefixSourcesFor(id peer.ID, at overlay.Labels, replicas, holders []overlay.PeerInfo) []peer.ID {
+	out := nearest(id, at, holders, PrefixSources-1)
+	return append(out, nearest(id, at, replicas, PrefixSources-len(out))...)
+}
+
+// nearest returns up to k of cands nearest a gateway id with labels at: those on its access
+// node first, then those in its ISP, then the others. Within a tier the order is a
+// rendezvous hash of id and the candidate, so that the gateways of one access node spread
+// over the sources of a tier instead of all taking the same first ones, and the choice is
+// still deterministic.
+func nearest(id peer.ID, at overlay.Labels, cands []overlay.PeerInfo, k int) []peer.ID {
+	if k <= 0 {
+		return nil
+	}
 	tier := func(l overlay.Labels) int {
 		switch {
 		case l.ISP == at.ISP && l.AccessNode == at.AccessNode:
@@ -82,9 +101,15 @@ func NearestReplicas(at overlay.Labels, replicas []overlay.PeerInfo, k int) []pe
 		}
 		return 2
 	}
-	sorted := slices.Clone(replicas)
+	score := func(c peer.ID) uint64 {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		h.Write([]byte(c))
+		return h.Sum64()
+	}
+	sorted := slices.DeleteFunc(slices.Clone(cands), func(c overlay.PeerInfo) bool { return c.ID == id })
 	slices.SortStableFunc(sorted, func(a, b overlay.PeerInfo) int {
-		return cmp.Or(cmp.Compare(tier(a.Labels), tier(b.Labels)), cmp.Compare(a.ID, b.ID))
+		return cmp.Or(cmp.Compare(tier(a.Labels), tier(b.Labels)), cmp.Compare(score(a.ID), score(b.ID)), cmp.Compare(a.ID, b.ID))
 	})
 	out := make([]peer.ID, 0, min(k, len(sorted)))
 	for _, r := range sorted[:min(k, len(sorted))] {

@@ -1066,3 +1066,33 @@ func TestSameContentUnderAnotherTorrentIsRefused(t *testing.T) {
 	}
 	f.checkWhole(g)
 }
+
+// TestPrefixFromPrefixHolder: a gateway that holds only a title's prefix is a source for
+// another gateway's prefix push (PrefixSourcesFor chains them), with the replica and the
+// origin gone.
+func TestPrefixFromPrefixHolder(t *testing.T) {
+	f := newFixture(t, 1<<20, 2e6) // 16 pieces of 64 KiB
+	replica := f.addGateway(vod.Options{})
+	holder, next := f.addGateway(vod.Options{}), f.addGateway(vod.Options{})
+	f.waitRoutable()
+	f.push(replica)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const prefix = 3 * 64 << 10
+	if err := holder.app.PushPrefix(ctx, f.entry, prefix, replica.ov.ID()); err != nil {
+		t.Fatal(err)
+	}
+	f.up.Store(false)
+	f.stopApp(replica)
+	if err := next.app.PushPrefix(ctx, f.entry, prefix, holder.ov.ID()); err != nil {
+		t.Fatalf("prefix push from a prefix holder: %v", err)
+	}
+	ts := titleStats(t, next, f.entry.CID)
+	if ts.CachedBytes != prefix || ts.OriginBytes != 0 || ts.PeerBytes < prefix {
+		t.Fatalf("prefix from a prefix holder: %+v; want %d bytes cached, all from the peer", ts, prefix)
+	}
+	resp, body := get(t, next, f.entry.CID, fmt.Sprintf("bytes=0-%d", prefix-1))
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, f.file[:prefix]) {
+		t.Fatalf("the chained prefix: status %s, %d bytes, equal %v", resp.Status, len(body), bytes.Equal(body, f.file[:prefix]))
+	}
+}

@@ -37,7 +37,8 @@ titles, all are pushed at once, each to gateways that hold none of the others wh
 match: a home's uplink seeds about one stream, so titles that share a gateway share it.
 
 With --prefix, every other matching gateway then gets the title's first DURATION of
-playback (whole pieces), from its nearest replicas: a viewer there starts from the
+playback (whole pieces), from its nearest replicas and the nearest gateways whose prefix
+is already in place: a viewer there starts from the
 gateway's own disk, and its gateway has the prefix's seconds to find peers for the rest
 (prefix caching, for a premiere expected to draw a crowd). A gateway keeps a prefix through
 cache eviction. --replicas 0 with --prefix places prefixes only (from whichever gateways

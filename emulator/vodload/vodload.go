@@ -85,8 +85,8 @@ type PushTier struct {
 	Titles   int `yaml:"titles"`
 	Replicas int `yaml:"replicas"`
 	// Prefix, when set, also places the first Prefix of playback of each of these titles on
-	// every other gateway, from its nearest replicas, once the replicas are in place
-	// (`nanodc vod push --prefix`).
+	// every other gateway, from its nearest replicas and prefix holders, once the replicas
+	// are in place (`nanodc vod push --prefix`).
 	Prefix time.Duration `yaml:"prefix"`
 }
 
@@ -556,7 +556,8 @@ func (w *workload) push(ctx context.Context) {
 const prefixPushesAtOnce = 8
 
 // pushPrefixes places the first tier.Prefix of each pushed title that has one on every
-// gateway that is not one of its replicas, from the nearest replicas, as `nanodc vod push
+// gateway that is not one of its replicas, from the nearest replicas and the nearest gateways
+// whose prefix is in place (vod.PrefixSourcesFor), as `nanodc vod push
 // --prefix` does (vod.PushFleet), prefixPushesAtOnce at a time.
 func (w *workload) pushPrefixes(ctx, pctx context.Context, plan []titlePush, cands []overlay.PeerInfo, byID map[string]*emulator.Gateway) {
 	sem := make(chan struct{}, prefixPushesAtOnce)
@@ -576,6 +577,10 @@ func (w *workload) pushPrefixes(ctx, pctx context.Context, plan []titlePush, can
 				placed = append(placed, c)
 			}
 		}
+		var (
+			hmu     sync.Mutex
+			holders []overlay.PeerInfo // gateways whose prefix is in place: sources too
+		)
 		for _, c := range cands {
 			g := byID[c.ID.String()]
 			if replicas[g] {
@@ -589,9 +594,17 @@ func (w *workload) pushPrefixes(ctx, pctx context.Context, plan []titlePush, can
 			w.mu.Lock()
 			w.prefixPushes++
 			w.mu.Unlock()
+			hmu.Lock()
+			sources := vod.PrefixSourcesFor(c.ID, c.Labels, placed, holders)
+			hmu.Unlock()
 			wg.Go(func() {
 				defer func() { <-sem }()
-				err := app.PushPrefix(pctx, e, prefix, vod.NearestReplicas(c.Labels, placed, vod.PrefixSources)...)
+				err := app.PushPrefix(pctx, e, prefix, sources...)
+				if err == nil {
+					hmu.Lock()
+					holders = append(holders, c)
+					hmu.Unlock()
+				}
 				w.mu.Lock()
 				defer w.mu.Unlock()
 				switch {
