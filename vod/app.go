@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	g "github.com/anacrolix/generics"
@@ -266,6 +267,9 @@ type title struct {
 	seenProv   map[peer.ID]bool
 	provided   bool
 	counters   titleCounters
+	// origin, once set, replaces entry.Origin: the provider re-published the title with its
+	// files elsewhere (AddTitle).
+	origin atomic.Pointer[string]
 
 	// guarded by fmu: gap fills in flight and the measured peer download rate.
 	fmu        sync.Mutex
@@ -277,6 +281,14 @@ type title struct {
 	// connected peers could not deliver in time (after discoveryGrace): our ISP's peers
 	// were short, and peers elsewhere are welcome (shortOfPeers).
 	lastShort time.Time
+}
+
+// originURL is where the title's origin serves it now.
+func (ti *title) originURL() string {
+	if u := ti.origin.Load(); u != nil {
+		return *u
+	}
+	return ti.entry.Origin
 }
 
 // New opens the cache in opts.Dir and starts the torrent client on the overlay's host.
@@ -479,11 +491,11 @@ func (a *App) Close() error {
 func (a *App) Strategy() Strategy { return a.opts.Strategy }
 
 // AddTitle makes a published title known to this gateway. The entry must verify and be signed
-// by one of the configured providers. Adding a known title again is not an error (an entry of
-// the same torrent published again, e.g. with a new origin, is saved and used from the next
-// start). The same content as a known title under another torrent (another name or piece
-// size) is refused: titles are keyed by their content's CID, so it would silently stream and
-// push the other torrent.
+// by one of the configured providers. Adding a known title again is not an error; an entry of
+// the same torrent published again with a new origin (the provider moved its files) is saved,
+// and gap fills and streams use the new origin at once. The same content as a known title
+// under another torrent (another name or piece size) is refused: titles are keyed by their
+// content's CID, so it would silently stream and push the other torrent.
 func (a *App) AddTitle(e *catalog.Entry) error {
 	if err := e.Verify(); err != nil {
 		return fmt.Errorf("vod: title %q: %w", e.Name, err)
@@ -510,7 +522,14 @@ func (a *App) AddTitle(e *catalog.Entry) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.titles[e.CID]; ok {
+	if ti, ok := a.titles[e.CID]; ok {
+		if old := ti.originURL(); old != e.Origin {
+			ti.origin.Store(&e.Origin)
+			if ti.t != nil && a.opts.Strategy == StrategyBitTorrent {
+				ti.t.AddWebSeeds([]string{e.Origin})
+			}
+			a.log.Info("vod: title's origin moved", "title", e.Name, "from", old, "to", e.Origin)
+		}
 		return nil
 	}
 	a.titles[e.CID] = &title{entry: e, cid: e.ContentID()}

@@ -221,7 +221,7 @@ func (a *App) fillPiece(ctx context.Context, ti *title, i int, reason string, ra
 	errs := make([]error, len(ranges))
 	var wg sync.WaitGroup
 	for k, r := range ranges {
-		wg.Go(func() { parts[k], errs[k] = a.origin.fetchRange(ctx, ti.entry.Origin, base+r.Off, r.len()) })
+		wg.Go(func() { parts[k], errs[k] = a.origin.fetchRange(ctx, ti.originURL(), base+r.Off, r.len()) })
 	}
 	wg.Wait()
 	a.metrics.originFetches.WithLabelValues(reason).Inc()

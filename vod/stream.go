@@ -231,7 +231,7 @@ func (a *App) serveTitle(w http.ResponseWriter, r *http.Request) {
 	s.seek(0, a.opts.StartupTarget)
 	tr := &titleReader{app: a, s: s, ctx: r.Context()}
 	if a.opts.Strategy == StrategyCDNOnly {
-		tr.or = &originReader{ctx: r.Context(), of: a.origin, url: e.Origin, size: e.Size}
+		tr.or = &originReader{ctx: r.Context(), of: a.origin, url: ti.originURL(), size: e.Size}
 		defer tr.or.Close()
 	} else {
 		a.mu.Lock()

@@ -1096,3 +1096,37 @@ func TestPrefixFromPrefixHolder(t *testing.T) {
 		t.Fatalf("the chained prefix: status %s, %d bytes, equal %v", resp.Status, len(body), bytes.Equal(body, f.file[:prefix]))
 	}
 }
+
+// TestOriginMoves: the provider re-publishes a title with its file on another origin; the
+// gateway takes the new entry at once, and with the old origin gone it streams from the new
+// one.
+func TestOriginMoves(t *testing.T) {
+	f := newFixture(t, 512<<10, 2e6)
+	g := f.addGateway(vod.Options{})
+	path := filepath.Join(t.TempDir(), "clip.mp4") // same name, same bytes: the same torrent
+	if err := os.WriteFile(path, f.file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int64
+	moved := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(&countingWriter{ResponseWriter: w, n: &served}, r, path)
+	}))
+	t.Cleanup(moved.Close)
+	again, err := catalog.Publish(context.Background(), path, catalog.PublishOptions{
+		Key: f.key, OriginBase: moved.URL, BitrateBps: 2e6, MIME: "video/mp4", PieceLength: 64 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.InfoHash != f.entry.InfoHash || again.Origin == f.entry.Origin {
+		t.Fatalf("want the same torrent on another origin: %s %s / %s %s", again.InfoHash, again.Origin, f.entry.InfoHash, f.entry.Origin)
+	}
+	if err := g.app.AddTitle(again); err != nil {
+		t.Fatal(err)
+	}
+	f.up.Store(false)
+	f.checkWhole(g)
+	if served.Load() < int64(len(f.file)) {
+		t.Fatalf("the new origin served %d bytes, want the whole title (%d): the old one is down", served.Load(), len(f.file))
+	}
+}
