@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/anacrolix/torrent"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -29,69 +30,73 @@ import (
 // between bursts would hand the uplink back to the crowd each time.
 const yieldHold = 3 * time.Second
 
-// uplinkArbiter is the state of the scarce-first policy; only Serve's goroutine uses it.
+// uplinkArbiter is the state of the scarce-first policy; only Serve's goroutine uses it. It
+// keys by torrent, not title: an evicted title's torrent is dropped and a new one opened if
+// it is streamed again (ti.t changes under a.mu, from other goroutines).
 type uplinkArbiter struct {
-	sent        map[*title]int64 // peer-upload bytes per open title at the last look
-	scarceUntil time.Time        // abundant titles are held back until then
-	yielding    map[*title]bool  // titles whose upload is held back now
+	sent        map[*torrent.Torrent]int64 // peer-upload bytes per open torrent at the last look
+	scarceUntil time.Time                  // abundant titles are held back until then
+	yielding    map[*torrent.Torrent]bool  // torrents whose upload is held back now
 }
 
 // arbitrateUplink applies the scarce-first policy once; Serve calls it every second.
 func (a *App) arbitrateUplink(now time.Time) {
 	u := &a.uplink
 	if u.sent == nil {
-		u.sent, u.yielding = map[*title]int64{}, map[*title]bool{}
+		u.sent, u.yielding = map[*torrent.Torrent]int64{}, map[*torrent.Torrent]bool{}
+	}
+	type openTitle struct {
+		ti *title
+		t  *torrent.Torrent
 	}
 	a.mu.Lock()
-	open := make([]*title, 0, len(a.titles))
+	open := make([]openTitle, 0, len(a.titles))
 	for _, ti := range a.titles {
 		if ti.t != nil {
-			open = append(open, ti)
+			open = append(open, openTitle{ti, ti.t})
 		}
 	}
 	a.mu.Unlock()
 	self := a.ov.ID()
-	abundant := make([]*title, 0, len(open))
-	for _, ti := range open {
-		st := ti.t.Stats()
+	var abundant []*torrent.Torrent
+	isOpen := make(map[*torrent.Torrent]bool, len(open))
+	for _, o := range open {
+		isOpen[o.t] = true
+		st := o.t.Stats()
 		sent := st.PeerConns.BytesWrittenData.Int64()
-		uploading := sent > u.sent[ti]
-		u.sent[ti] = sent
-		switch n := a.otherHolders(ti, self, now); {
+		uploading := sent > u.sent[o.t]
+		u.sent[o.t] = sent
+		switch n := a.otherHolders(o.ti, self, now); {
 		case n <= a.opts.ScarceHolders && uploading:
 			u.scarceUntil = now.Add(yieldHold)
 		case n >= a.opts.AbundantHolders:
-			abundant = append(abundant, ti)
+			abundant = append(abundant, o.t)
 		}
 	}
 	hold := now.Before(u.scarceUntil)
-	for _, ti := range abundant {
-		switch {
-		case hold && !u.yielding[ti]:
-			ti.t.DisallowDataUpload()
-			u.yielding[ti] = true
-			ti.counters.uploadYields.Add(1)
-		case !hold && u.yielding[ti]:
-			ti.t.AllowDataUpload()
-			delete(u.yielding, ti)
+	for _, o := range open {
+		if hold && slices.Contains(abundant, o.t) && !u.yielding[o.t] {
+			o.t.DisallowDataUpload()
+			u.yielding[o.t] = true
+			o.ti.counters.uploadYields.Add(1)
 		}
 	}
-	// A title no longer abundant (holders age out of the gossip) or closed is let go too.
-	for ti := range u.yielding {
-		if !hold || !slices.Contains(abundant, ti) {
-			if ti.t != nil {
-				ti.t.AllowDataUpload()
-			}
-			delete(u.yielding, ti)
+	// Let go when the hold ends, when a title is no longer abundant (its holders age out of
+	// the gossip), and of dropped torrents.
+	for t := range u.yielding {
+		if !hold || !slices.Contains(abundant, t) {
+			t.AllowDataUpload()
+			delete(u.yielding, t)
 		}
 	}
-	for ti := range u.sent {
-		if !slices.Contains(open, ti) {
-			delete(u.sent, ti)
+	for t := range u.sent {
+		if !isOpen[t] {
+			delete(u.sent, t)
+			delete(u.yielding, t)
 		}
 	}
-	for _, ti := range open {
-		ti.counters.uploadYielding.Store(u.yielding[ti])
+	for _, o := range open {
+		o.ti.counters.uploadYielding.Store(u.yielding[o.t])
 	}
 }
 
