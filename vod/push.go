@@ -387,24 +387,17 @@ func PushFleet(ctx context.Context, ov *overlay.Overlay, titles []*catalog.Entry
 			case <-startPrefixes: // the replicas hold most of the title by now
 			}
 			prefix := PrefixBytes(b.e, plan.Prefix)
-			var (
-				pwg     sync.WaitGroup
-				hmu     sync.Mutex
-				holders []overlay.PeerInfo // gateways whose prefix is in place: sources too
-			)
+			tree := NewPrefixTree(placed)
+			var pwg sync.WaitGroup
 			for i, g := range b.rest {
 				sem <- struct{}{}
-				hmu.Lock()
-				sources := PrefixSourcesFor(g.ID, g.Labels, placed, holders)
-				hmu.Unlock()
+				sources := tree.Sources(g)
 				pwg.Go(func() {
 					defer func() { <-sem }()
 					r := &b.out[len(b.chosen)+i]
 					push(ctx, r, b.e, g, prefix, sources)
 					if r.Status == "ok" {
-						hmu.Lock()
-						holders = append(holders, g)
-						hmu.Unlock()
+						tree.Placed(g)
 					}
 				})
 			}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"hash/fnv"
 	"slices"
+	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -83,6 +84,33 @@ func PrefixSourcesFor(id peer.ID, at overlay.Labels, replicas, holders []overlay
 	return append(out, nearest(id, at, replicas, PrefixSources-len(out))...)
 }
 
+// PrefixTree is one title's prefix pushes in progress: it names each push's sources
+// (PrefixSourcesFor) and learns the gateways whose prefix is in place. Safe for concurrent use.
+type PrefixTree struct {
+	replicas []overlay.PeerInfo
+	mu       sync.Mutex
+	holders  []overlay.PeerInfo
+}
+
+// NewPrefixTree starts a title's prefix pushes from these replicas.
+func NewPrefixTree(replicas []overlay.PeerInfo) *PrefixTree {
+	return &PrefixTree{replicas: replicas}
+}
+
+// Sources names the peers a prefix push to g fetches from.
+func (p *PrefixTree) Sources(g overlay.PeerInfo) []peer.ID {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PrefixSourcesFor(g.ID, g.Labels, p.replicas, p.holders)
+}
+
+// Placed records that g holds the prefix now: a source for the pushes that follow.
+func (p *PrefixTree) Placed(g overlay.PeerInfo) {
+	p.mu.Lock()
+	p.holders = append(p.holders, g)
+	p.mu.Unlock()
+}
+
 // nearest returns up to k of cands nearest a gateway id with labels at: those on its access
 // node first, then those in its ISP, then the others. Within a tier the order is a
 // rendezvous hash of id and the candidate, so that the gateways of one access node spread
@@ -101,15 +129,16 @@ func nearest(id peer.ID, at overlay.Labels, cands []overlay.PeerInfo, k int) []p
 		}
 		return 2
 	}
-	score := func(c peer.ID) uint64 {
+	sorted := slices.DeleteFunc(slices.Clone(cands), func(c overlay.PeerInfo) bool { return c.ID == id })
+	score := make(map[peer.ID]uint64, len(sorted))
+	for _, c := range sorted {
 		h := fnv.New64a()
 		h.Write([]byte(id))
-		h.Write([]byte(c))
-		return h.Sum64()
+		h.Write([]byte(c.ID))
+		score[c.ID] = h.Sum64()
 	}
-	sorted := slices.DeleteFunc(slices.Clone(cands), func(c overlay.PeerInfo) bool { return c.ID == id })
 	slices.SortStableFunc(sorted, func(a, b overlay.PeerInfo) int {
-		return cmp.Or(cmp.Compare(tier(a.Labels), tier(b.Labels)), cmp.Compare(score(a.ID), score(b.ID)), cmp.Compare(a.ID, b.ID))
+		return cmp.Or(cmp.Compare(tier(a.Labels), tier(b.Labels)), cmp.Compare(score[a.ID], score[b.ID]), cmp.Compare(a.ID, b.ID))
 	})
 	out := make([]peer.ID, 0, min(k, len(sorted)))
 	for _, r := range sorted[:min(k, len(sorted))] {

@@ -1,7 +1,6 @@
 package vod
 
 import (
-	"slices"
 	"time"
 
 	"github.com/anacrolix/torrent"
@@ -58,7 +57,7 @@ func (a *App) arbitrateUplink(now time.Time) {
 	}
 	a.mu.Unlock()
 	self := a.ov.ID()
-	var abundant []*torrent.Torrent
+	abundant := map[*torrent.Torrent]bool{}
 	isOpen := make(map[*torrent.Torrent]bool, len(open))
 	for _, o := range open {
 		isOpen[o.t] = true
@@ -70,12 +69,12 @@ func (a *App) arbitrateUplink(now time.Time) {
 		case n <= a.opts.ScarceHolders && uploading:
 			u.scarceUntil = now.Add(yieldHold)
 		case n >= a.opts.AbundantHolders:
-			abundant = append(abundant, o.t)
+			abundant[o.t] = true
 		}
 	}
 	hold := now.Before(u.scarceUntil)
 	for _, o := range open {
-		if hold && slices.Contains(abundant, o.t) && !u.yielding[o.t] {
+		if hold && abundant[o.t] && !u.yielding[o.t] {
 			o.t.DisallowDataUpload()
 			u.yielding[o.t] = true
 			o.ti.counters.uploadYields.Add(1)
@@ -84,7 +83,7 @@ func (a *App) arbitrateUplink(now time.Time) {
 	// Let go when the hold ends, when a title is no longer abundant (its holders age out of
 	// the gossip), and of dropped torrents.
 	for t := range u.yielding {
-		if !hold || !slices.Contains(abundant, t) {
+		if !hold || !abundant[t] {
 			t.AllowDataUpload()
 			delete(u.yielding, t)
 		}

@@ -557,8 +557,7 @@ const prefixPushesAtOnce = 8
 
 // pushPrefixes places the first tier.Prefix of each pushed title that has one on every
 // gateway that is not one of its replicas, from the nearest replicas and the nearest gateways
-// whose prefix is in place (vod.PrefixSourcesFor), as `nanodc vod push
-// --prefix` does (vod.PushFleet), prefixPushesAtOnce at a time.
+// whose prefix is in place (vod.PrefixTree), as `nanodc vod push --prefix` does (vod.PushFleet), prefixPushesAtOnce at a time.
 func (w *workload) pushPrefixes(ctx, pctx context.Context, plan []titlePush, cands []overlay.PeerInfo, byID map[string]*emulator.Gateway) {
 	sem := make(chan struct{}, prefixPushesAtOnce)
 	var wg sync.WaitGroup
@@ -577,10 +576,7 @@ func (w *workload) pushPrefixes(ctx, pctx context.Context, plan []titlePush, can
 				placed = append(placed, c)
 			}
 		}
-		var (
-			hmu     sync.Mutex
-			holders []overlay.PeerInfo // gateways whose prefix is in place: sources too
-		)
+		tree := vod.NewPrefixTree(placed)
 		for _, c := range cands {
 			g := byID[c.ID.String()]
 			if replicas[g] {
@@ -594,16 +590,12 @@ func (w *workload) pushPrefixes(ctx, pctx context.Context, plan []titlePush, can
 			w.mu.Lock()
 			w.prefixPushes++
 			w.mu.Unlock()
-			hmu.Lock()
-			sources := vod.PrefixSourcesFor(c.ID, c.Labels, placed, holders)
-			hmu.Unlock()
+			sources := tree.Sources(c)
 			wg.Go(func() {
 				defer func() { <-sem }()
 				err := app.PushPrefix(pctx, e, prefix, sources...)
 				if err == nil {
-					hmu.Lock()
-					holders = append(holders, c)
-					hmu.Unlock()
+					tree.Placed(c)
 				}
 				w.mu.Lock()
 				defer w.mu.Unlock()
