@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -483,4 +484,26 @@ func TestJoinKeepsLowWatermark(t *testing.T) {
 		t.Errorf("after joining, only %d outbound neighbours; the floor is 4", len(out))
 	}
 	t.Logf("routing table %d peers, %d connections dialled by the newcomer kept, %d peers in all", newcomer.RoutingTableSize(), len(out), len(newcomer.Host().Network().Peers()))
+}
+
+// TestRTTOverTCP: a TCP connection keeps no RTT estimate libp2p exposes, so the overlay
+// pings (and the DHT times its requests); the RTT arrives all the same.
+func TestRTTOverTCP(t *testing.T) {
+	checkLeaks(t)
+	tcpOnly := []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	a := startNode(t, overlay.Config{ListenAddrs: tcpOnly})
+	b := startNode(t, overlay.Config{ListenAddrs: tcpOnly, Bootstrap: []peer.AddrInfo{addrInfo(a)}})
+	eventually(t, 10*time.Second, "b's RTT to a over TCP", func() bool { return b.PeerInfo(a.ID()).RTT > 0 })
+	if rtt := b.PeerInfo(a.ID()).RTT; rtt > 100*time.Millisecond {
+		t.Fatalf("loopback RTT %v", rtt)
+	}
+	// And no QUIC connection stood in for the pings.
+	for _, c := range b.Host().Network().ConnsToPeer(a.ID()) {
+		if proto := c.RemoteMultiaddr().String(); !strings.Contains(proto, "/tcp/") {
+			t.Fatalf("connection over %s, want TCP only", proto)
+		}
+	}
+	if q := overlay.TransportRTT(b.Host(), a.ID()); q != 0 {
+		t.Fatalf("transport RTT over TCP = %v, want none", q)
+	}
 }

@@ -14,13 +14,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/quic-go/quic-go"
 )
 
 // PeerInfo is what the overlay knows about another node.
 type PeerInfo struct {
 	ID        peer.ID        `json:"peer_id"`
 	Addrs     []ma.Multiaddr `json:"addrs"`
-	RTT       time.Duration  `json:"rtt_ns"` // smoothed ping RTT; 0 when never measured
+	RTT       time.Duration  `json:"rtt_ns"` // smoothed RTT; 0 when never measured
 	Labels    Labels         `json:"labels"`
 	Version   string         `json:"version,omitempty"`
 	Connected bool           `json:"connected"`
@@ -117,7 +118,7 @@ func (p *proximity) run(ctx context.Context, interval time.Duration) {
 
 // learn measures a newly identified peer once and fetches its labels.
 func (p *proximity) learn(ctx context.Context, id peer.ID, speaksInfo bool) {
-	_, _ = p.ping(ctx, id) // failure is logged; the next round retries
+	_, _ = p.measure(ctx, id) // failure is logged; the next round retries
 	if speaksInfo {
 		p.fetchInfo(ctx, id)
 	}
@@ -135,7 +136,7 @@ func (p *proximity) pingAll(ctx context.Context) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			_, _ = p.ping(ctx, id)
+			_, _ = p.measure(ctx, id)
 			// learn may have lost its connection half-way (a lookup's connection closed
 			// while the peer stayed connected by another): ask again for labels never had.
 			if !p.hasLabels(id) {
@@ -146,6 +147,35 @@ func (p *proximity) pingAll(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+}
+
+// measure refreshes id's RTT in the peerstore's latency EWMA: from the QUIC connection's own
+// estimate where there is one (transportRTT), with a ping otherwise.
+func (p *proximity) measure(ctx context.Context, id peer.ID) (time.Duration, error) {
+	if rtt := transportRTT(p.host, id); rtt > 0 {
+		p.host.Peerstore().RecordLatency(id, rtt)
+		p.metrics.rtt.Observe(rtt.Seconds())
+		return rtt, nil
+	}
+	return p.ping(ctx, id)
+}
+
+// transportRTT is the smoothed RTT a QUIC connection to id has measured on its own traffic
+// (RFC 9002: every acknowledged packet, keep-alives included), 0 when no connection to id has
+// one (TCP, or not connected). It costs nothing, where a ping opens a stream, negotiates its
+// protocol and sends a packet each way: in the 100-gateway flash crowd the pings were 3 % of
+// the emulator's CPU (docs/decisions.md "RTT from the transport, not pings"), and on a
+// home gateway they take uplink and wake-ups for a figure QUIC already keeps.
+func transportRTT(h host.Host, id peer.ID) time.Duration {
+	for _, c := range h.Network().ConnsToPeer(id) {
+		var qc *quic.Conn
+		if c.As(&qc) && qc != nil {
+			if rtt := qc.ConnectionStats().SmoothedRTT; rtt > 0 {
+				return rtt
+			}
+		}
+	}
+	return 0
 }
 
 // ping measures one RTT; go-libp2p records it in the peerstore's latency EWMA.
@@ -261,12 +291,13 @@ func (o *Overlay) Nearest(k int, keep func(PeerInfo) bool) []PeerInfo {
 	return out
 }
 
-// MeasureRTT pings id now (dialling it if needed) and fetches its labels if unknown.
+// MeasureRTT measures id's RTT now (dialling it if needed: a QUIC handshake alone gives
+// the first estimate) and fetches its labels if unknown.
 func (o *Overlay) MeasureRTT(ctx context.Context, id peer.ID) (time.Duration, error) {
 	if err := o.host.Connect(ctx, peer.AddrInfo{ID: id}); err != nil {
 		return 0, err
 	}
-	rtt, err := o.prox.ping(ctx, id)
+	rtt, err := o.prox.measure(ctx, id)
 	if err != nil {
 		return 0, err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/nanodc/nanodc/emulator/vnet"
@@ -24,10 +25,14 @@ func TestNearestFollowsRTT(t *testing.T) {
 	vn := vnet.New(vnet.Options{Seed: 1})
 	t.Cleanup(func() { vn.Close() })
 
-	// Node 0 asks; nodes 1..4 sit behind links of increasing one-way delay.
+	// Node 0 asks; nodes 1..4 sit behind links of increasing one-way delay. They start first,
+	// on their own, and serve no ping: the RTTs the asker learns come from its QUIC
+	// connections' own estimates (transportRTT), which cost no stream, and from the DHT's
+	// request timings. The asker then joins through all of them.
 	delays := []time.Duration{time.Millisecond, 2 * time.Millisecond, 8 * time.Millisecond, 15 * time.Millisecond, 25 * time.Millisecond}
-	var nodes []*overlay.Overlay
-	for i, d := range delays {
+	nodes := make([]*overlay.Overlay, len(delays))
+	for _, i := range []int{1, 2, 3, 4, 0} {
+		d := delays[i]
 		ip := net.IPv4(127, 42, 0, byte(i+1))
 		link := vnet.LinkConfig{RateBps: 50e6, QueueBytes: 100_000, Delay: d}
 		h, err := vn.AddHost(vnet.HostConfig{IP: ip, Site: "dslam-1", Up: link, Down: link})
@@ -39,10 +44,15 @@ func TestNearestFollowsRTT(t *testing.T) {
 			ListenAddrs:   []ma.Multiaddr{ma.StringCast(fmt.Sprintf("/ip4/%s/udp/4001/quic-v1", ip))},
 			Labels:        overlay.Labels{ISP: "isp-a", AccessNode: "dslam-1"},
 		}
-		if i > 0 {
-			cfg.Bootstrap = []peer.AddrInfo{addrInfo(nodes[0])}
+		if i == 0 {
+			for _, o := range nodes[1:] {
+				cfg.Bootstrap = append(cfg.Bootstrap, addrInfo(o))
+			}
 		}
-		nodes = append(nodes, startNode(t, cfg))
+		nodes[i] = startNode(t, cfg)
+		if i > 0 {
+			nodes[i].Host().RemoveStreamHandler(ping.ID)
+		}
 	}
 	asker := nodes[0]
 	for i, o := range nodes {
@@ -63,12 +73,15 @@ func TestNearestFollowsRTT(t *testing.T) {
 	var got []peer.ID
 	for _, p := range asker.Peers() {
 		got = append(got, p.ID)
-		// Configured path RTT: 2 × (our delay + theirs). The measurement must be close: a
-		// little under is possible (ping takes its start time after the packet is queued).
+		// Configured path RTT: 2 × (our delay + theirs). The measurement must be close.
 		idx := slices.IndexFunc(nodes, func(o *overlay.Overlay) bool { return o.ID() == p.ID })
 		want := 2 * (delays[0] + delays[idx])
 		if p.RTT < want-time.Millisecond || p.RTT > want+10*time.Millisecond {
 			t.Errorf("RTT to node %d = %v, configured path %v", idx, p.RTT, want)
+		}
+		// The QUIC connection's own estimate, which the overlay uses instead of pinging.
+		if q := overlay.TransportRTT(asker.Host(), p.ID); q < want-time.Millisecond || q > want+10*time.Millisecond {
+			t.Errorf("QUIC's RTT to node %d = %v, configured path %v", idx, q, want)
 		}
 	}
 	want := []peer.ID{nodes[1].ID(), nodes[2].ID(), nodes[3].ID(), nodes[4].ID()}

@@ -1,0 +1,4 @@
+package overlay
+
+// TransportRTT exposes transportRTT to the external tests.
+var TransportRTT = transportRTT
