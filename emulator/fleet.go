@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -67,6 +68,29 @@ type Fleet struct {
 	bootAddrs []string
 	delays    map[[2]string]time.Duration
 	dials     *dialLog // nil: failed dials are only counted
+	refused   refusals
+}
+
+// refusals counts what the gateways' resource managers refused, fleet-wide, by
+// "scope/resource/direction" (overlay.Config.OnResourceRefused).
+type refusals struct {
+	mu sync.Mutex
+	by map[string]float64
+}
+
+func (r *refusals) add(what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.by == nil {
+		r.by = map[string]float64{}
+	}
+	r.by[what]++
+}
+
+func (r *refusals) snapshot() map[string]float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.by)
 }
 
 // siteDelay is the one-way backbone delay between two sites.
@@ -215,6 +239,7 @@ func (f *Fleet) startNode(g *Gateway) error {
 		Logger:           f.log.With("gateway", g.Name),
 		PacketNetwork:    g.Host,
 		Libp2pRegisterer: f.libp2pReg,
+		OnRefused:        f.refused.add,
 	}
 	if f.dials != nil {
 		from := g.Name

@@ -556,6 +556,9 @@ func (r *run) dhtCheck(ctx context.Context) DHTSummary {
 // (a simultaneous dial won, a lookup ended) are counted apart: nothing failed.
 func (r *run) handshakes() HandshakeFigures {
 	h := HandshakeFigures{ByKind: map[string]float64{}, Blocked: map[string]float64{}}
+	for what, n := range r.fleet.refused.snapshot() {
+		h.Blocked["rcmgr "+what] = n
+	}
 	mfs, err := r.fleet.libp2pReg.Gather()
 	if err != nil {
 		h.Failed = -1
@@ -566,23 +569,6 @@ func (r *run) handshakes() HandshakeFigures {
 		case "libp2p_swarm_handshake_latency_seconds":
 			for _, m := range mf.GetMetric() {
 				h.Completed += float64(m.GetHistogram().GetSampleCount())
-			}
-		case "libp2p_rcmgr_blocked_resources":
-			for _, m := range mf.GetMetric() {
-				var scope, resource, dir string
-				for _, l := range m.GetLabel() {
-					switch l.GetName() {
-					case "scope":
-						scope = l.GetValue()
-					case "resource":
-						resource = l.GetValue()
-					case "dir":
-						dir = l.GetValue()
-					}
-				}
-				if v := m.GetGauge().GetValue(); v > 0 {
-					h.Blocked["rcmgr "+scope+"/"+resource+"/"+dir] += v
-				}
 			}
 		case "libp2p_swarm_dial_errors_total":
 			for _, m := range mf.GetMetric() {

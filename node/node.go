@@ -38,6 +38,9 @@ type Options struct {
 	// OnDialFailure hears of every failed dial (overlay.Config.OnDialFailure; the emulator
 	// logs them). It needs Libp2pRegisterer.
 	OnDialFailure func(addr ma.Multiaddr, err, cause error)
+	// OnRefused hears of everything the resource manager refuses
+	// (overlay.Config.OnResourceRefused), whose own metrics are then off.
+	OnRefused func(what string)
 	// ProcessMetrics adds Go runtime and process collectors: right for the daemon, wrong for
 	// hundreds of emulated nodes sharing one process.
 	ProcessMetrics bool
@@ -132,6 +135,7 @@ func New(opts Options) (_ *Node, err error) {
 		Registerer:         reg,
 		Libp2pRegisterer:   opts.Libp2pRegisterer,
 		OnDialFailure:      opts.OnDialFailure,
+		OnResourceRefused:  opts.OnRefused,
 		Logger:             n.log.With("component", "overlay"),
 		Version:            opts.Version,
 	})

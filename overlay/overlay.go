@@ -95,8 +95,12 @@ type Config struct {
 	// its cause), for a researcher hunting the last failed handshakes of an emulated fleet.
 	// It needs Libp2pRegisterer or Registerer: it rides on go-libp2p's swarm metrics tracer.
 	OnDialFailure func(addr ma.Multiaddr, err, cause error)
-	Logger        *slog.Logger
-	Version       string
+	// OnResourceRefused, when set, hears of everything the resource manager refuses, as
+	// "scope/resource/direction" (refusalCounter), and the manager's own metrics, whose
+	// trace costs every stream and reservation, are off.
+	OnResourceRefused func(what string)
+	Logger            *slog.Logger
+	Version           string
 }
 
 func (c *Config) setDefaults() {
@@ -188,15 +192,20 @@ func New(cfg Config) (_ *Overlay, err error) {
 		return nil, fmt.Errorf("overlay: connection manager: %w", err)
 	}
 	var rmOpts []rcmgr.Option
-	if cfg.Libp2pRegisterer == nil && cfg.Registerer == nil {
+	rcmgrMetrics := (cfg.Libp2pRegisterer != nil || cfg.Registerer != nil) && cfg.OnResourceRefused == nil
+	if !rcmgrMetrics {
 		// Its trace reporter costs ~5 % CPU in a 200-node emulation, for figures nobody reads.
 		rmOpts = append(rmOpts, rcmgr.WithMetricsDisabled())
 	}
 	limiter := &sliceLimiter{Limiter: rcmgr.NewFixedLimiter(rcmgr.DefaultLimits.AutoScale())}
 	o.sliceLimits = limiter
-	rm, err := rcmgr.NewResourceManager(limiter, rmOpts...)
+	var rm network.ResourceManager
+	rm, err = rcmgr.NewResourceManager(limiter, rmOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: resource manager: %w", err)
+	}
+	if cfg.OnResourceRefused != nil {
+		rm = refusalCounter{rm, cfg.OnResourceRefused}
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.PrivKey),
@@ -249,7 +258,9 @@ func New(cfg Config) (_ *Overlay, err error) {
 		reg := cfg.Libp2pRegisterer
 		tracer := dialFailureTracer{swarm.NewMetricsTracer(swarm.WithRegisterer(reg)), cfg.OnDialFailure}
 		opts = append(opts, libp2p.DisableMetrics(), libp2p.SwarmOpts(swarm.WithMetricsTracer(tracer)))
-		rcmgr.MustRegisterWith(reg)
+		if rcmgrMetrics {
+			rcmgr.MustRegisterWith(reg)
+		}
 	case cfg.Libp2pRegisterer != nil:
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Libp2pRegisterer))
 	default:
