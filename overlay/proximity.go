@@ -110,7 +110,7 @@ func (p *proximity) run(ctx context.Context, interval time.Duration) {
 			ev := e.(event.EvtPeerIdentificationCompleted)
 			p.wg.Go(func() { p.learn(ctx, ev.Peer, slices.Contains(ev.Protocols, InfoProtocol)) })
 		case <-tick.C:
-			p.pingAll(ctx)
+			p.measureAll(ctx)
 			p.forgetStale()
 		}
 	}
@@ -124,7 +124,7 @@ func (p *proximity) learn(ctx context.Context, id peer.ID, speaksInfo bool) {
 	}
 }
 
-func (p *proximity) pingAll(ctx context.Context) {
+func (p *proximity) measureAll(ctx context.Context) {
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	for _, id := range p.host.Network().Peers() {
