@@ -353,7 +353,7 @@ func (a *App) startClient() error {
 		TorrentDirMaker: func(base string, _ *metainfo.Info, ih metainfo.Hash) string {
 			return filepath.Join(base, ih.HexString())
 		},
-		PieceCompletion: completion,
+		PieceCompletion: recordedOnly{completion},
 		// No ".part" files: anacrolix marks every piece of a part file incomplete when it
 		// opens a torrent, so a title cached in part (a prefix, a stream stopped halfway)
 		// would be lost at each restart. Pieces are written in place instead (sparse files),
