@@ -233,8 +233,10 @@ type App struct {
 	storage *guardedStorage
 	tr      *transport
 	btLn    net.Listener
-	origin  *originFetcher
-	metrics *metrics
+	// streamsLost counts peer-wire streams cut by their connection going away (the transport's).
+	streamsLost atomic.Int64
+	origin      *originFetcher
+	metrics     *metrics
 
 	mu      sync.Mutex
 	titles  map[string]*title // by CID string
@@ -406,6 +408,7 @@ func (a *App) startClient() error {
 	a.client = cl
 	a.tr = newTransport(a.ov.Host(), a.protos.Peer, a.countPeerRead, a.opts.StreamScope)
 	a.tr.banned = a.isBanned
+	a.tr.lost = &a.streamsLost
 	cl.AddDialer(a.tr)
 	cl.AddListener(a.tr)
 	if a.opts.BitTorrentListen != "" {

@@ -27,11 +27,15 @@ type Stats struct {
 	// completed from elsewhere meanwhile): their uplink spent for nothing.
 	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
 	// Bytes uploaded to other gateways.
-	UploadedBytes int64        `json:"uploaded_bytes"`
-	CacheBytes    int64        `json:"cache_bytes"`
-	CacheQuota    int64        `json:"cache_quota_bytes"`
-	BannedPeers   int          `json:"banned_peers"`
-	Titles        []TitleStats `json:"titles"`
+	UploadedBytes int64 `json:"uploaded_bytes"`
+	CacheBytes    int64 `json:"cache_bytes"`
+	CacheQuota    int64 `json:"cache_quota_bytes"`
+	BannedPeers   int   `json:"banned_peers"`
+	// PeerStreamsLost counts peer-wire streams that ended because their connection went away
+	// under them (a peer's connection manager, a crash, a partition) rather than because
+	// either side was done with them.
+	PeerStreamsLost int64        `json:"peer_streams_lost"`
+	Titles          []TitleStats `json:"titles"`
 }
 
 // TitleStats are one title's figures on this gateway.
@@ -102,6 +106,7 @@ func (a *App) Stats() Stats {
 	slices.SortFunc(st.Titles, func(x, y TitleStats) int { return cmpString(x.Name, y.Name) })
 	if a.client != nil {
 		st.BannedPeers = len(a.client.BadPeerIPs())
+		st.PeerStreamsLost = a.streamsLost.Load()
 	}
 	return st
 }

@@ -63,3 +63,6 @@ func (a *App) GossipHoldersForTest(ref string) []peer.ID {
 	}
 	return out
 }
+
+// KeepTag is the tag a connection carrying peer-wire streams is protected under.
+const KeepTag = keepTag

@@ -20,7 +20,7 @@ type metrics struct {
 	collectors    []prometheus.Collector
 }
 
-func newMetrics(reg prometheus.Registerer, _ *App) *metrics {
+func newMetrics(reg prometheus.Registerer, a *App) *metrics {
 	m := &metrics{
 		reg: reg,
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -61,8 +61,12 @@ func newMetrics(reg prometheus.Registerer, _ *App) *metrics {
 			Name: "nanodc_vod_cache_bytes", Help: "Verified title bytes held in the cache.",
 		}),
 	}
+	lost := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "nanodc_vod_peer_streams_lost_total",
+		Help: "Peer-wire streams that ended because their connection went away under them.",
+	}, func() float64 { return float64(a.streamsLost.Load()) })
 	m.collectors = []prometheus.Collector{m.received, m.served, m.uploaded, m.streams, m.stalls,
-		m.startup, m.originFetches, m.originErrors, m.banned, m.cacheBytes}
+		m.startup, m.originFetches, m.originErrors, m.banned, m.cacheBytes, lost}
 	if reg != nil {
 		for _, c := range m.collectors {
 			if err := reg.Register(c); err != nil {

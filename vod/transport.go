@@ -43,9 +43,19 @@ func syntheticAddr(id peer.ID) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(b), 1)
 }
 
+// keepTag protects a libp2p connection from the connection manager while it carries
+// peer-wire streams.
+const keepTag = "nanodc-vod"
+
 // transport lets an anacrolix client dial and accept peer-wire connections as libp2p streams.
 // It remembers which synthetic address stands for which peer, counts the bytes each remote peer
 // sent us, and refuses peers that anacrolix banned.
+//
+// A connection carrying a peer-wire stream is protected from the connection manager for as
+// long as the stream lives: the manager trims by count, not by use, and a replica serving a
+// flash crowd holds more connections than the high watermark, so it would cut the very
+// streams it exists for (each cut costs the requests in flight, new handshakes over a thin
+// uplink and a rediscovery). anacrolix bounds the streams itself (EstablishedConnsPerTorrent).
 type transport struct {
 	host   host.Host
 	self   peerAddr
@@ -54,6 +64,9 @@ type transport struct {
 
 	mu     sync.Mutex
 	byAddr map[netip.Addr]peer.ID
+	open   map[peer.ID]int // peer-wire streams per peer, to protect its connection while > 0
+	// lost counts streams that ended because their connection went away under them.
+	lost *atomic.Int64
 
 	accept    chan net.Conn
 	closed    chan struct{}
@@ -71,6 +84,8 @@ func newTransport(h host.Host, proto protocol.ID, onRead func(peer.ID, int), sco
 		banned: func(netip.Addr) bool { return false },
 		onRead: onRead,
 		byAddr: map[netip.Addr]peer.ID{},
+		open:   map[peer.ID]int{},
+		lost:   new(atomic.Int64),
 		accept: make(chan net.Conn),
 		closed: make(chan struct{}),
 	}
@@ -127,12 +142,13 @@ func (t *transport) handleStream(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
+	c := t.wrap(s)
 	select {
-	case t.accept <- t.wrap(s):
+	case t.accept <- c:
 	case <-t.closed:
-		_ = s.Reset()
+		_ = c.Close()
 	case <-time.After(10 * time.Second):
-		_ = s.Reset()
+		_ = c.Close()
 	}
 }
 
@@ -159,21 +175,42 @@ func (t *transport) Close() error {
 }
 
 func (t *transport) wrap(s network.Stream) net.Conn {
-	return &streamConn{Stream: s, local: t.self, remote: t.addrOf(s.Conn().RemotePeer()), onRead: t.onRead}
+	id := s.Conn().RemotePeer()
+	t.mu.Lock()
+	t.open[id]++
+	if t.open[id] == 1 {
+		t.host.ConnManager().Protect(id, keepTag)
+	}
+	t.mu.Unlock()
+	return &streamConn{Stream: s, local: t.self, remote: t.addrOf(id), t: t}
+}
+
+// release drops a closed stream's hold on its peer's connection.
+func (t *transport) release(id peer.ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.open[id]--; t.open[id] <= 0 {
+		delete(t.open, id)
+		t.host.ConnManager().Unprotect(id, keepTag)
+	}
 }
 
 // streamConn is a libp2p stream seen as a net.Conn.
 type streamConn struct {
 	network.Stream
 	local, remote peerAddr
-	onRead        func(peer.ID, int)
+	t             *transport
 	closed        atomic.Bool
+	lost          atomic.Bool
 }
 
 func (c *streamConn) Read(b []byte) (int, error) {
 	n, err := c.Stream.Read(b)
-	if n > 0 && c.onRead != nil {
-		c.onRead(c.remote.id, n)
+	if n > 0 && c.t.onRead != nil {
+		c.t.onRead(c.remote.id, n)
+	}
+	if err != nil && !c.closed.Load() && c.Stream.Conn().IsClosed() && !c.lost.Swap(true) {
+		c.t.lost.Add(1)
 	}
 	if errors.Is(err, network.ErrReset) {
 		err = fmt.Errorf("%w: %v", net.ErrClosed, err)
@@ -187,6 +224,7 @@ func (c *streamConn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
+	c.t.release(c.remote.id)
 	return c.Stream.Reset()
 }
 

@@ -1130,3 +1130,75 @@ func TestOriginMoves(t *testing.T) {
 		t.Fatalf("the new origin served %d bytes, want the whole title (%d): the old one is down", served.Load(), len(f.file))
 	}
 }
+
+// TestPeerStreamsKeepTheirConnection: while a viewer streams from two replicas, its
+// connections to them are protected from the connection manager (which trims by count, and a
+// replica serving a crowd is far above its high watermark); a connection that goes away
+// anyway shows in PeerStreamsLost, and the stream carries on from the other replica with the
+// file's bytes; once the viewer's app has stopped, nothing is held.
+//
+// (Whether the manager trims a protected connection is go-libp2p's contract. A trimming test
+// would prove nothing here: in so small a fleet every peer is in GossipSub's mesh, which
+// protects its mesh peers on its own.)
+func TestPeerStreamsKeepTheirConnection(t *testing.T) {
+	f := newFixture(t, 3<<20, 4e6)
+	// The first gateway is everybody's bootstrap peer, which the overlay protects on its own:
+	// the replicas are other ones, on 2 Mbit/s uplinks (the title takes ~6 s from both).
+	f.addGateway(vod.Options{})
+	var seeds []*gateway
+	for range 2 {
+		seeds = append(seeds, f.addGatewayAt(vod.Options{}, overlay.Labels{ISP: "isp-a", AccessNode: "an-1"}, 5*time.Millisecond, 2e6, 20e6))
+	}
+	viewer := f.addGateway(vod.Options{})
+	f.waitRoutable()
+	for _, g := range seeds {
+		f.push(g)
+	}
+	f.up.Store(false) // only the replicas have the data
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, viewer.http.URL+"/vod/"+f.entry.CID, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	head := make([]byte, 128<<10)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	cm := viewer.ov.Host().ConnManager()
+	for deadline := time.Now().Add(15 * time.Second); viewer.app.Stats().Titles[0].Peers < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the viewer did not connect to both replicas")
+		}
+	}
+	for i, g := range seeds {
+		if !cm.IsProtected(g.ov.ID(), vod.KeepTag) {
+			t.Errorf("the connection to replica %d is not protected while it streams", i)
+		}
+	}
+	if n := viewer.app.Stats().PeerStreamsLost; n != 0 {
+		t.Fatalf("%d peer-wire streams lost before any connection closed", n)
+	}
+	if err := viewer.ov.Host().Network().ClosePeer(seeds[0].ov.ID()); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sha256.Sum256(append(head, rest...)), sha256.Sum256(f.file); got != want {
+		t.Fatalf("streamed %d bytes that are not the file (%d bytes)", len(head)+len(rest), len(f.file))
+	}
+	if n := viewer.app.Stats().PeerStreamsLost; n < 1 {
+		t.Errorf("PeerStreamsLost = %d after the connection to a replica was closed under its stream", n)
+	}
+	f.stopApp(viewer)
+	for i, g := range seeds {
+		if cm.IsProtected(g.ov.ID(), vod.KeepTag) {
+			t.Errorf("the connection to replica %d is still protected after the viewer's app stopped", i)
+		}
+	}
+}

@@ -48,6 +48,9 @@ type Summary struct {
 	// UploadYields counts the times a gateway held a title's upload back for a scarcer one
 	// (the nanodc strategy's scarce-first uplink), summed over the apps running at the end.
 	UploadYields int64 `json:"upload_yields,omitempty"`
+	// PeerStreamsLost counts peer-wire streams cut by their connection going away under them
+	// (vod.Stats), summed over the gateways: connection churn under the streams.
+	PeerStreamsLost int64 `json:"peer_streams_lost"`
 	// Pushed says where each pushed title was placed, and whether every replica's push
 	// completed before the viewers came.
 	Pushed []PushedTitle `json:"pushed,omitempty"`
@@ -206,9 +209,11 @@ func (w *workload) Summary() any {
 	s.PushErrors = w.pushErrors
 	for _, g := range w.env.Fleet.Gateways {
 		if app := w.app(g.Node()); app != nil {
-			for _, ts := range app.Stats().Titles {
+			st := app.Stats()
+			for _, ts := range st.Titles {
 				s.UploadYields += ts.UploadYields
 			}
+			s.PeerStreamsLost += st.PeerStreamsLost
 		}
 	}
 	for _, t := range slices.Sorted(maps.Keys(w.replicas)) {
@@ -338,6 +343,7 @@ func rowsOf(s Summary) [][]string {
 		{"sessions / failed", fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions)},
 		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
+		{"peer streams lost (connection gone under them)", fmt.Sprint(s.PeerStreamsLost)},
 		{"push origin bytes (of which prefixes)", mb(s.PushOriginBytes) + " (" + mb(s.PrefixOriginBytes) + ")"},
 		{"titles pushed (whole) / replicas / prefixes in place after", fmt.Sprintf("%d (%d) / %.1f / %.1f s (%d of %d prefixes whole)",
 			len(s.Pushed), wholeTitles(s.Pushed), s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
@@ -384,6 +390,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.OriginBytes)/1e6) })
 	row("peer MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerBytes)/1e6) })
 	row("peer MB wasted", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerWastedBytes)/1e6) })
+	row("peer streams lost", func(s Summary) string { return fmt.Sprint(s.PeerStreamsLost) })
 	row("cross-ISP MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.CrossISPBytes)/1e6) })
 	row("push origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PushOriginBytes)/1e6) })
 	row("local cache MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.LocalBytes)/1e6) })
