@@ -387,7 +387,12 @@ func (a *App) startClient() error {
 	// A gateway serves each title to many neighbours; DSL uplinks are the scarce resource,
 	// and mutually complete peers have nothing to trade.
 	cfg.DropMutuallyCompletePeers = true
-	cfg.EstablishedConnsPerTorrent = 30
+	// anacrolix owns the bound on peer-wire connections (the transport protects theirs from
+	// the connection manager). A viewer needs a few good peers for one title at 1 Mbit/s and a
+	// replica serves a share of a crowd: 15 per title kept the flash crowd's figures with 0.88
+	// cores where 30 took 0.98 and left gateways a third more connections (docs/BENCHMARKS.md
+	// session 16).
+	cfg.EstablishedConnsPerTorrent = 15
 	cfg.HandshakesTimeout = 10 * time.Second
 	cfg.ExtendedHandshakeClientVersion = "nanodc"
 	cfg.HTTPUserAgent = "nanodc-vod"
