@@ -209,13 +209,31 @@ func (c *streamConn) Read(b []byte) (int, error) {
 	if n > 0 && c.t.onRead != nil {
 		c.t.onRead(c.remote.id, n)
 	}
-	if err != nil && !c.closed.Load() && c.Stream.Conn().IsClosed() && !c.lost.Swap(true) {
-		c.t.lost.Add(1)
+	if err != nil && !c.closed.Load() {
+		c.noteLost(err)
 	}
 	if errors.Is(err, network.ErrReset) {
 		err = fmt.Errorf("%w: %v", net.ErrClosed, err)
 	}
 	return n, err
+}
+
+func (c *streamConn) Write(b []byte) (int, error) {
+	n, err := c.Stream.Write(b)
+	if err != nil && !c.closed.Load() {
+		c.noteLost(err)
+	}
+	return n, err
+}
+
+// noteLost counts the stream once as lost if its connection went away under it: the error
+// says so, or the connection is closed (anacrolix may see a failed write and close the stream
+// before a read returns the connection's error).
+func (c *streamConn) noteLost(err error) {
+	var connErr *network.ConnError
+	if (errors.As(err, &connErr) || c.Stream.Conn().IsClosed()) && !c.lost.Swap(true) {
+		c.t.lost.Add(1)
+	}
 }
 
 // Close resets rather than half-closes: anacrolix closes a connection only when it is done
@@ -224,6 +242,7 @@ func (c *streamConn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
+	c.noteLost(nil)
 	c.t.release(c.remote.id)
 	return c.Stream.Reset()
 }
