@@ -211,11 +211,12 @@ func (f *fixture) push(g *gateway) {
 	}
 }
 
-// get fetches a byte range (or all, when rng is "") of the title from a gateway.
-func get(t *testing.T, g *gateway, ref, rng string) (*http.Response, []byte) {
+// openStream starts a GET of a byte range (or all, when rng is "") of the title on a gateway,
+// for the caller to read within timeout; the body is closed when the test ends.
+func openStream(t *testing.T, g *gateway, ref, rng string, timeout time.Duration) *http.Response {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.http.URL+"/vod/"+ref, nil)
 	if rng != "" {
 		req.Header.Set("Range", rng)
@@ -224,6 +225,14 @@ func get(t *testing.T, g *gateway, ref, rng string) (*http.Response, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// get fetches a byte range (or all, when rng is "") of the title from a gateway.
+func get(t *testing.T, g *gateway, ref, rng string) (*http.Response, []byte) {
+	t.Helper()
+	resp := openStream(t, g, ref, rng, 60*time.Second)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -533,14 +542,7 @@ func TestOriginPiecesNobodyHoldsComeEarly(t *testing.T) {
 	const bitrate = 2e6 // 250 kB/s
 	f := newFixture(t, 4<<20, bitrate)
 	g := f.addGateway(vod.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.http.URL+"/vod/"+f.entry.CID, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := openStream(t, g, f.entry.CID, "", 30*time.Second)
 	// Play 6 s at the bitrate (the stream is then past its 3 s discovery grace).
 	var played int64
 	buf := make([]byte, bitrate/8/10)
@@ -1156,14 +1158,7 @@ func TestPeerStreamsKeepTheirConnection(t *testing.T) {
 	}
 	f.up.Store(false) // only the replicas have the data
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, viewer.http.URL+"/vod/"+f.entry.CID, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := openStream(t, viewer, f.entry.CID, "", 60*time.Second)
 	head := make([]byte, 128<<10)
 	if _, err := io.ReadFull(resp.Body, head); err != nil {
 		t.Fatal(err)
