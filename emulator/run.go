@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -38,12 +39,18 @@ type Options struct {
 	ProgressLines bool
 	Logger        *slog.Logger
 	ScenarioPath  string // for the report
-	// HeapProfile, when set, receives a Go heap profile taken once the fleet has settled.
-	HeapProfile io.Writer
+	// SettledProfiles maps runtime/pprof profile names ("heap", "goroutine") to writers that
+	// receive that profile once the fleet has settled (after a GC): where a gateway's memory
+	// and goroutines go in steady state.
+	SettledProfiles map[string]io.Writer
 	// OnLateSecond, when set, is called for each measured second whose scheduler or delivery
 	// lateness p99 exceeded the validity threshold (a caller may snapshot a flight recorder).
 	// elapsed is the time since the measured phase began.
 	OnLateSecond func(elapsed, p99 time.Duration)
+	// MeasuredGCPercent, when > 0, is the collector's GOGC while the workloads run (restored
+	// after): start-up and settling keep the process's own, lower setting so that the heap
+	// stays compact (see cmd/nanodc's tuneGC for the measurements).
+	MeasuredGCPercent int
 
 	timerFloor *LatenessFigures // measured once per Run, before any fleet
 }
@@ -247,15 +254,27 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	sum.SettleSeconds = time.Since(settleStart).Seconds()
-	if r.opts.HeapProfile != nil {
+	if len(r.opts.SettledProfiles) > 0 {
 		runtime.GC()
-		if err := pprof.Lookup("heap").WriteTo(r.opts.HeapProfile, 0); err != nil {
-			return nil, fmt.Errorf("heap profile: %w", err)
+		for name, w := range r.opts.SettledProfiles {
+			p := pprof.Lookup(name)
+			if p == nil {
+				return nil, fmt.Errorf("no runtime profile named %q", name)
+			}
+			if err := p.WriteTo(w, 0); err != nil {
+				return nil, fmt.Errorf("%s profile: %w", name, err)
+			}
 		}
 	}
 	sum.Handshakes.Startup = r.handshakes()
 
 	// Measured phase.
+	restoreGC := func() {}
+	if r.opts.MeasuredGCPercent > 0 {
+		prev := debug.SetGCPercent(r.opts.MeasuredGCPercent)
+		restoreGC = func() { debug.SetGCPercent(prev) }
+	}
+	defer restoreGC() // on early returns; the normal path restores it as the phase ends
 	r.fleet.Net.ResetLateness()
 	r.fleet.Net.TakeLateness()
 	cpu1 := cpuSeconds()
@@ -277,6 +296,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	}
 	wg.Wait()
 	sum.CPU.CoresUsed = (cpuSeconds() - cpu1) / time.Since(start).Seconds()
+	restoreGC()
 	sum.CPU.StartupCoresUsed = (cpu1 - cpu0) / start.Sub(t0).Seconds()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

@@ -279,12 +279,16 @@ func New(cfg Config) (_ *Overlay, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: DHT: %w", err)
 	}
-	var psOpts []pubsub.Option
+	params := pubsub.DefaultGossipSubParams()
 	if cfg.GossipHeartbeat > 0 {
-		params := pubsub.DefaultGossipSubParams()
 		params.HeartbeatInterval = cfg.GossipHeartbeat
-		psOpts = append(psOpts, pubsub.WithGossipSubParams(params))
 	}
+	// GossipSub parks 8 goroutines to dial peers learnt by peer exchange, which nanodc does
+	// not use (peers come from the DHT and the neighbour floor), and one validation worker
+	// per CPU for topics whose few messages are small: one of each is plenty, and saves a
+	// gateway 8 goroutine stacks (about 64 KB, 7 % of its goroutines).
+	params.Connectors = 1
+	psOpts := []pubsub.Option{pubsub.WithGossipSubParams(params), pubsub.WithValidateWorkers(1)}
 	o.ps, err = pubsub.NewGossipSub(o.ctx, o.host, psOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
@@ -357,6 +361,18 @@ func (o *Overlay) Serve(ctx context.Context) error {
 // connections to other nodes' watermarks and end up isolated without this.
 func (o *Overlay) bootstrapLoop(ctx context.Context) {
 	backoff := time.Second
+	// A lost connection wakes the loop at once: polling alone left a gateway whose peer
+	// trimmed it below the floor there for up to the 5 s period (3 of 200 gateways at 7
+	// peers when a run ended, docs/BENCHMARKS.md session 17).
+	lost := make(chan struct{}, 1)
+	notifee := &network.NotifyBundle{DisconnectedF: func(network.Network, network.Conn) {
+		select {
+		case lost <- struct{}{}:
+		default:
+		}
+	}}
+	o.host.Network().Notify(notifee)
+	defer o.host.Network().StopNotify(notifee)
 	// joined: the first join is due even if the node already has a peer: kad-dht dials the
 	// bootstrap peers on its own when its table is empty, and when it got there first the
 	// join (its refreshes and its sweep) used to be skipped, leaving every connection the
@@ -377,10 +393,14 @@ func (o *Overlay) bootstrapLoop(ctx context.Context) {
 		default:
 			backoff = 5 * time.Second
 		}
+		timer := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-time.After(backoff):
+		case <-timer.C:
+		case <-lost:
+			timer.Stop()
 		}
 	}
 }

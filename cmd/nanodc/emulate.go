@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -26,6 +27,7 @@ func newEmulateCmd() *cobra.Command {
 		asJSON, quiet     bool
 		cpuProfile        string
 		memProfile        string
+		goroutineProfile  string
 		tracePath         string
 		traceAfter        time.Duration
 		traceOver         time.Duration
@@ -53,8 +55,8 @@ scenario's threshold is marked INVALID (exit status 3).`,
 					return err
 				}
 			}
-			tuneGC()
 			opts := emulator.Options{OutDir: out, ScenarioPath: scenarioPath, Workloads: workloads()}
+			tuneGC(&opts)
 			if cmd.Flags().Changed("seed") {
 				opts.Seed = &seed
 			}
@@ -73,13 +75,17 @@ scenario's threshold is marked INVALID (exit status 3).`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			if memProfile != "" {
-				f, err := os.Create(memProfile)
+			opts.SettledProfiles = map[string]io.Writer{}
+			for name, path := range map[string]string{"heap": memProfile, "goroutine": goroutineProfile} {
+				if path == "" {
+					continue
+				}
+				f, err := os.Create(path)
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				opts.HeapProfile = f
+				opts.SettledProfiles[name] = f
 			}
 			if tracePath != "" {
 				stop, err := traceFirstLateSecond(tracePath, traceAfter, traceOver, &opts)
@@ -117,6 +123,7 @@ scenario's threshold is marked INVALID (exit status 3).`,
 	cmd.Flags().StringSliceVar(&only, "variant", nil, "run only these of the scenario's variants (repeatable)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to this file")
 	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a Go heap profile, taken once the fleet has settled, to this file")
+	cmd.Flags().StringVar(&goroutineProfile, "goroutineprofile", "", "write a Go goroutine profile, taken once the fleet has settled, to this file")
 	cmd.Flags().StringVar(&tracePath, "trace", "", "keep a Go execution trace of the last seconds in memory and write it to this file at the first measured second that runs late (go tool trace FILE)")
 	cmd.Flags().DurationVar(&traceAfter, "trace-after", 0, "with --trace: ignore late seconds earlier than this into the measured phase")
 	cmd.Flags().DurationVar(&traceOver, "trace-over", 0, "with --trace: ignore late seconds whose lateness p99 is below this (to catch the worst spikes)")
@@ -174,16 +181,22 @@ func workloads() map[string]emulator.WorkloadFactory {
 	return w
 }
 
-// tuneGC trades memory, plentiful here, for fewer garbage collections: with a fleet's
-// gigabyte-sized heap every cycle takes a processor from the packet scheduler and its
-// allocations pay mark assists, which shows as timer lateness and can invalidate a run
-// (measured with gctrace: every burst of lateness in a 100-gateway flash crowd was a GC
-// cycle, 0.5-0.9 s of marking each). GOGC 1000 makes them rarer (5 cycles in 5.5 minutes at
-// GOGC 400, 2 at 1000). A soft limit at half the machine's memory keeps the larger heap
-// bounded. GOGC or GOMEMLIMIT in the environment win.
-func tuneGC() {
+// tuneGC paces the collector per phase. While the workloads run, every GC cycle of a fleet's
+// gigabyte-sized heap takes a processor from the packet scheduler and its allocations pay
+// mark assists, which shows as timer lateness and can invalidate a run (every burst of
+// lateness in a 100-gateway flash crowd was a GC cycle, 0.5-0.9 s of marking each): there
+// GOGC is 1000 (5 cycles in 5.5 minutes at GOGC 400, 2 at 1000). Start-up and settling run
+// at 50: nothing is measured then, and a heap allowed to grow tenfold while thousands of
+// handshakes come and go leaves their survivors scattered over spans the GC can never give
+// back (200 gateways, 1.4 MB of live heap each at the end: 9.7 MB RSS per gateway with 1000
+// throughout, 5.2 MB with 100, 4.2 MB with 50; peak 4.0, 1.4 and 1.1 GB; the start-up no
+// slower; docs/BENCHMARKS.md, session 17).
+// A soft limit at half the machine's memory bounds the heap. GOGC or GOMEMLIMIT in the
+// environment win (GOGC for every phase).
+func tuneGC(opts *emulator.Options) {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(1000)
+		debug.SetGCPercent(50)
+		opts.MeasuredGCPercent = 1000
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		if total := memory.TotalMemory(); total > 0 {
