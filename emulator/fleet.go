@@ -198,6 +198,9 @@ func (f *Fleet) nodeConfig(g *Gateway) node.Config {
 	if d := f.scenario.Node.GossipHeartbeat; d > 0 {
 		cfg.GossipSub.Heartbeat = d
 	}
+	if k := f.scenario.Node.DHTBucketSize; k > 0 {
+		cfg.DHT.BucketSize = k
+	}
 	cfg.Log.Level = "warn"
 	return cfg
 }

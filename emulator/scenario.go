@@ -139,6 +139,8 @@ type NodeSettings struct {
 	// gossipsub.heartbeat) when set.
 	DHTRefresh      time.Duration `yaml:"dht_refresh"`
 	GossipHeartbeat time.Duration `yaml:"gossip_heartbeat"`
+	// DHTBucketSize overrides dht.bucket_size (Kademlia's k) when set.
+	DHTBucketSize int `yaml:"dht_bucket_size"`
 }
 
 // WorkloadSpec names a workload type; the rest of the mapping is that workload's own

@@ -111,6 +111,9 @@ type DHTConfig struct {
 	// RefreshInterval is how often the routing table is refreshed (each refresh dials dozens
 	// of peers, as joining does).
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// BucketSize is Kademlia's k: peers per routing-table bucket, peers a lookup ends on
+	// (and dials), copies of each provider record.
+	BucketSize int `yaml:"bucket_size"`
 }
 
 // GossipSubConfig tunes the fleet's publish/subscribe layer.
@@ -140,7 +143,7 @@ func DefaultConfig() Config {
 		MDNS:         true,
 		NAT:          NATConfig{PortMap: true, HolePunching: true, RelayClient: true, AutoNAT: true},
 		ConnMgr:      ConnMgrConfig{Low: 32, High: 96, Grace: 30 * time.Second},
-		DHT:          DHTConfig{Mode: overlay.DHTServer, RefreshInterval: 10 * time.Minute},
+		DHT:          DHTConfig{Mode: overlay.DHTServer, RefreshInterval: 10 * time.Minute, BucketSize: 20},
 		GossipSub:    GossipSubConfig{Heartbeat: time.Second},
 		PingInterval: 30 * time.Second,
 		API:          APIConfig{Listen: "127.0.0.1:7780"},
@@ -221,6 +224,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.DHT.RefreshInterval < time.Minute || cfg.DHT.RefreshInterval > 24*time.Hour {
 		return fmt.Errorf("dht.refresh_interval: must be in [1m, 24h], got %s", cfg.DHT.RefreshInterval)
+	}
+	if cfg.DHT.BucketSize < 4 || cfg.DHT.BucketSize > 64 {
+		return fmt.Errorf("dht.bucket_size: must be in [4, 64], got %d", cfg.DHT.BucketSize)
 	}
 	if cfg.GossipSub.Heartbeat < 100*time.Millisecond || cfg.GossipSub.Heartbeat > time.Minute {
 		return fmt.Errorf("gossipsub.heartbeat: must be in [100ms, 1m], got %s", cfg.GossipSub.Heartbeat)

@@ -127,6 +127,7 @@ func New(opts Options) (_ *Node, err error) {
 		ConnGrace:       cfg.ConnMgr.Grace,
 		DHTMode:         cfg.DHT.Mode,
 		DHTRefresh:      cfg.DHT.RefreshInterval,
+		DHTBucketSize:   cfg.DHT.BucketSize,
 		GossipHeartbeat: cfg.GossipSub.Heartbeat,
 		// Wired only now: before, keep_bucket_connections was read and then ignored.
 		KeepDHTConnections: cfg.DHT.KeepBucketConnections,

@@ -146,6 +146,7 @@ func TestBadConfigNamesField(t *testing.T) {
 		{"watermarks", "connmgr: {low: 50, high: 10}\n", "connmgr.high"},
 		{"dht mode", "dht: {mode: boss}\n", "dht.mode"},
 		{"dht refresh", "dht: {refresh_interval: 5s}\n", "dht.refresh_interval"},
+		{"dht bucket size", "dht: {bucket_size: 2}\n", "dht.bucket_size"},
 		{"gossip heartbeat", "gossipsub: {heartbeat: 2h}\n", "gossipsub.heartbeat"},
 		{"vod readahead", "vod: {readahead: 5m}\n", "vod.readahead"},
 		{"vod upload limit", "vod: {upload_limit_bps: -1}\n", "vod.upload_limit_bps"},

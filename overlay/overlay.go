@@ -76,6 +76,9 @@ type Config struct {
 	// 10 minutes). Each refresh dials dozens of peers, the same work as joining; a fleet of
 	// gateways whose membership is stable can refresh far less often.
 	DHTRefresh time.Duration
+	// DHTBucketSize is Kademlia's k (0: go-libp2p-kad-dht's 20): peers per routing-table
+	// bucket, peers a lookup ends on, and copies of each provider record.
+	DHTBucketSize int
 	// GossipHeartbeat is GossipSub's heartbeat period (0: the library's 1 s): mesh upkeep and
 	// lazy gossip to peers (measured: not a large share of an idle gateway's CPU).
 	GossipHeartbeat time.Duration
@@ -274,6 +277,9 @@ func New(cfg Config) (_ *Overlay, err error) {
 	dhtOpts := []dht.Option{dht.ProtocolPrefix(ProtocolPrefix), dht.Mode(mode), dht.BootstrapPeers(cfg.Bootstrap...)}
 	if cfg.DHTRefresh > 0 {
 		dhtOpts = append(dhtOpts, dht.RoutingTableRefreshPeriod(cfg.DHTRefresh))
+	}
+	if cfg.DHTBucketSize > 0 {
+		dhtOpts = append(dhtOpts, dht.BucketSize(cfg.DHTBucketSize))
 	}
 	o.dht, err = dht.New(o.ctx, o.host, dhtOpts...)
 	if err != nil {

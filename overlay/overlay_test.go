@@ -507,3 +507,22 @@ func TestRTTOverTCP(t *testing.T) {
 		t.Fatalf("transport RTT over TCP = %v, want none", q)
 	}
 }
+
+// TestDHTBucketSize: the configured k reaches the routing table. Every node bootstraps from
+// the seed, so with kad-dht's k of 20 its table would hold all 19 others, about half of them
+// in the widest bucket; with k = 3 that bucket holds at most 3.
+func TestDHTBucketSize(t *testing.T) {
+	checkLeaks(t)
+	seed := startNode(t, overlay.Config{DHTBucketSize: 3})
+	for range 19 {
+		startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}})
+	}
+	eventually(t, 30*time.Second, "19 peers at the seed", func() bool {
+		return len(seed.Host().Network().Peers()) >= 19
+	})
+	eventually(t, 10*time.Second, "several buckets in use", func() bool { return len(seed.DHTState().Buckets) >= 2 })
+	b := seed.DHTState().Buckets
+	if b[0] < 1 || b[0] > 3 {
+		t.Fatalf("widest bucket holds %d peers (buckets %v), want 1 to 3", b[0], b)
+	}
+}
