@@ -185,17 +185,16 @@ func workloads() map[string]emulator.WorkloadFactory {
 // gigabyte-sized heap takes a processor from the packet scheduler and its allocations pay
 // mark assists, which shows as timer lateness and can invalidate a run (every burst of
 // lateness in a 100-gateway flash crowd was a GC cycle, 0.5-0.9 s of marking each): there
-// GOGC is 1000 (5 cycles in 5.5 minutes at GOGC 400, 2 at 1000). Start-up and settling run
-// at 50: nothing is measured then, and a heap allowed to grow tenfold while thousands of
-// handshakes come and go leaves their survivors scattered over spans the GC can never give
-// back (200 gateways, 1.4 MB of live heap each at the end: 9.7 MB RSS per gateway with 1000
-// throughout, 5.2 MB with 100, 4.2 MB with 50; peak 4.0, 1.4 and 1.1 GB; the start-up no
-// slower; docs/BENCHMARKS.md, session 17).
+// GOGC is 1000 (5 cycles in 5.5 minutes at GOGC 400, 2 at 1000). Start-up and settling keep
+// Go's default 100: nothing is measured then, and a heap allowed to grow tenfold while
+// thousands of handshakes come and go leaves their survivors scattered over spans the GC can
+// never give back. 1000 gateways at the end, per gateway: 7.37 MB RSS with 1000 throughout,
+// 3.92 MB with 100 during start-up, 3.71 MB with 50; peak 11.1, 5.1 and 4.4 GB; start-up 919,
+// 963 and 1214 s (docs/BENCHMARKS.md, session 17).
 // A soft limit at half the machine's memory bounds the heap. GOGC or GOMEMLIMIT in the
 // environment win (GOGC for every phase).
 func tuneGC(opts *emulator.Options) {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
 		opts.MeasuredGCPercent = 1000
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
