@@ -399,14 +399,11 @@ func (o *Overlay) bootstrapLoop(ctx context.Context) {
 		default:
 			backoff = 5 * time.Second
 		}
-		timer := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
-			timer.Stop()
 			return
-		case <-timer.C:
+		case <-time.After(backoff): // an abandoned timer is collected (Go 1.23+)
 		case <-lost:
-			timer.Stop()
 		}
 	}
 }
