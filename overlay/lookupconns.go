@@ -35,6 +35,12 @@ import (
 // start-up (5.75 → 2.93 MB per gateway right after start-up at 1000 gateways once they are
 // let go) and adding to the start-up load under which dials timed out. After a join, the
 // farthest of those connections are closed down to the low watermark.
+//
+// A connection the lookup has just dialled still has streams negotiating their protocol
+// (identify, pubsub, peer info, or an app's) when the lookup ends, and a negotiating stream
+// may be an app's, so such a peer is passed over and looked at again a second later, when
+// the negotiations are over (a CI run left one such connection open, 1 test run in 25 under
+// load).
 type lookupConns struct {
 	o *Overlay
 
@@ -43,7 +49,17 @@ type lookupConns struct {
 	since  time.Time // when the oldest lookup in flight began
 	keep   map[peer.ID]struct{}
 	floor  int // the most peers any lookup in flight wants to keep
+
+	// pending are peers a sweep passed over because a stream was still negotiating, with
+	// the start of that sweep's lookups; retry sweeps them once no lookup is in flight.
+	pending      map[peer.ID]time.Time
+	pendingFloor int
+	retry        *time.Timer
+	closed       bool
 }
+
+// retryDelay is how long a passed-over peer's streams get to finish negotiating.
+const retryDelay = time.Second
 
 // begin marks a lookup in flight after which the node wants at least floor peers.
 func (l *lookupConns) begin(floor int) {
@@ -71,36 +87,114 @@ func (l *lookupConns) end(keep ...peer.ID) {
 	}
 	since, kept, floor := l.since, l.keep, l.floor
 	l.keep = nil
+	pending := l.pending
+	l.pending = nil
+	floor = max(floor, l.pendingFloor)
 	l.mu.Unlock()
-	l.sweep(since, kept, floor)
+	cands := map[peer.ID]time.Time{}
+	for _, p := range l.o.host.Network().Peers() {
+		cands[p] = since
+	}
+	for p, t := range pending {
+		cands[p] = t // earlier than since
+	}
+	l.postpone(l.sweep(cands, kept, floor, false), floor)
 }
 
-// sweep closes the lookups' connections (see lookupConns), farthest peer first, while the
-// node has more than floor peers.
-func (l *lookupConns) sweep(since time.Time, keep map[peer.ID]struct{}, floor int) {
+// postpone keeps the peers a sweep passed over for a retry sweep.
+func (l *lookupConns) postpone(passed map[peer.ID]time.Time, floor int) {
+	if len(passed) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	if l.pending == nil {
+		l.pending = map[peer.ID]time.Time{}
+		l.pendingFloor = 0
+	}
+	for p, t := range passed {
+		if old, ok := l.pending[p]; !ok || t.Before(old) {
+			l.pending[p] = t
+		}
+	}
+	l.pendingFloor = max(l.pendingFloor, floor)
+	if l.retry == nil {
+		l.retry = time.AfterFunc(retryDelay, l.retrySweep)
+	}
+}
+
+// retrySweep sweeps the passed-over peers once more, now counting a stream still
+// negotiating as in use. A lookup in flight takes them over instead: closing a connection
+// it is using would cost kad-dht that peer.
+func (l *lookupConns) retrySweep() {
+	l.mu.Lock()
+	l.retry = nil
+	if l.active > 0 || l.closed {
+		l.mu.Unlock()
+		return
+	}
+	pending, floor := l.pending, l.pendingFloor
+	l.pending = nil
+	l.mu.Unlock()
+	l.sweep(pending, nil, floor, true)
+}
+
+// close stops the retry timer; a node that is shutting down closes everything anyway.
+func (l *lookupConns) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.retry != nil {
+		l.retry.Stop()
+		l.retry = nil
+	}
+}
+
+// sweep closes the connections to cands dialled at or after each one's time (see
+// lookupConns), farthest peer first, while the node has more than floor peers. Unless
+// final, it returns the peers passed over because a stream was still negotiating.
+func (l *lookupConns) sweep(cands map[peer.ID]time.Time, keep map[peer.ID]struct{}, floor int, final bool) map[peer.ID]time.Time {
 	nw := l.o.host.Network()
 	cm := l.o.host.ConnManager()
-	var cands []PeerInfo
-	for _, p := range nw.Peers() {
+	passed := map[peer.ID]time.Time{}
+	type candidate struct {
+		PeerInfo
+		since time.Time
+	}
+	var closable []candidate
+	for p, since := range cands {
 		conns := nw.ConnsToPeer(p)
-		if _, ok := keep[p]; ok || len(openedSince(conns, since)) == 0 || cm.IsProtected(p, "") || inUse(conns) {
+		if _, ok := keep[p]; ok || len(openedSince(conns, since)) == 0 || cm.IsProtected(p, "") {
 			continue
 		}
-		cands = append(cands, l.o.prox.info(p))
+		switch app, negotiating := streamUse(conns); {
+		case app:
+			continue
+		case negotiating:
+			if !final {
+				passed[p] = since
+			}
+			continue
+		}
+		closable = append(closable, candidate{l.o.prox.info(p), since})
 	}
-	slices.SortFunc(cands, func(a, b PeerInfo) int { return Closer(b, a) })
+	slices.SortFunc(closable, func(a, b candidate) int { return Closer(b.PeerInfo, a.PeerInfo) })
 	peers := len(nw.Peers())
-	for _, pi := range cands {
+	for _, c := range closable {
 		if peers <= floor {
-			return
+			break
 		}
-		for _, c := range openedSince(nw.ConnsToPeer(pi.ID), since) {
-			_ = c.Close() // an error means it is already closed
+		for _, conn := range openedSince(nw.ConnsToPeer(c.ID), c.since) {
+			_ = conn.Close() // an error means it is already closed
 		}
-		if len(nw.ConnsToPeer(pi.ID)) == 0 {
+		if len(nw.ConnsToPeer(c.ID)) == 0 {
 			peers--
 		}
 	}
+	return passed
 }
 
 // openedSince are the connections of conns this node dialled at or after since.
@@ -114,17 +208,21 @@ func openedSince(conns []network.Conn, since time.Time) []network.Conn {
 	return out
 }
 
-// inUse reports whether any of conns carries a stream of something other than the
-// overlay's own upkeep (an app's transfer, or a stream still negotiating its protocol).
-func inUse(conns []network.Conn) bool {
+// streamUse reports whether any of conns carries a stream of something other than the
+// overlay's own upkeep (an app's transfer), and whether any carries a stream still
+// negotiating its protocol (which may turn out to be either).
+func streamUse(conns []network.Conn) (app, negotiating bool) {
 	for _, c := range conns {
 		for _, s := range c.GetStreams() {
-			if !upkeepProtocol(s.Protocol()) {
-				return true
+			switch id := s.Protocol(); {
+			case id == "":
+				negotiating = true
+			case !upkeepProtocol(id):
+				return true, negotiating
 			}
 		}
 	}
-	return false
+	return false, negotiating
 }
 
 // upkeepProtocol reports whether id is one the overlay speaks to every peer it connects to:

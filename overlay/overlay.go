@@ -581,6 +581,7 @@ func (o *Overlay) Close() error {
 		if o.prox != nil {
 			o.prox.close()
 		}
+		o.lookups.close()
 		// Topics need no closing: their subscriptions end with pubsub's context below, and
 		// Topic.Close refuses while an app still holds a subscription.
 		if o.dht != nil {
