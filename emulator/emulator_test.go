@@ -53,6 +53,10 @@ func TestSmokeScenario(t *testing.T) {
 	if f := sum.MachineTimerFloor; f == nil || f.Count < 100 || f.P50 > f.P99 || f.P99 > f.Max {
 		t.Errorf("machine timer floor %+v: want ordered percentiles of at least 100 sleeps", f)
 	}
+	// A fleet that ran for seconds touched fresh memory (its packets, its handshakes).
+	if sum.CPU.CoresUsed <= 0 || sum.CPU.PageFaultsPerSecond <= 0 {
+		t.Errorf("measured phase: %.2f cores, %.1f page faults/s; want both above 0", sum.CPU.CoresUsed, sum.CPU.PageFaultsPerSecond)
+	}
 	if sum.Gateways != 20 || sum.BootstrapNodes != 2 {
 		t.Errorf("fleet of %d+%d nodes, want 20+2", sum.Gateways, sum.BootstrapNodes)
 	}

@@ -277,7 +277,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	defer restoreGC() // on early returns; the normal path restores it as the phase ends
 	r.fleet.Net.ResetLateness()
 	r.fleet.Net.TakeLateness()
-	cpu1 := cpuSeconds()
+	cpu1, faults1, gc1 := cpuSeconds(), pageFaults(), gcCycles()
 	start := time.Now()
 	mctx, cancel := context.WithTimeout(ctx, r.sc.Duration)
 	defer cancel()
@@ -295,7 +295,10 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		w.Wait()
 	}
 	wg.Wait()
-	sum.CPU.CoresUsed = (cpuSeconds() - cpu1) / time.Since(start).Seconds()
+	measured := time.Since(start).Seconds()
+	sum.CPU.CoresUsed = (cpuSeconds() - cpu1) / measured
+	sum.CPU.PageFaultsPerSecond = (pageFaults() - faults1) / measured
+	sum.CPU.GCCycles = gcCycles() - gc1
 	restoreGC()
 	sum.CPU.StartupCoresUsed = (cpu1 - cpu0) / start.Sub(t0).Seconds()
 	if ctx.Err() != nil {
@@ -659,6 +662,16 @@ func ScratchDir(pattern string) (string, error) {
 	return os.MkdirTemp("", pattern)
 }
 
+// gcCycles is the number of GC cycles the process has completed.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
 // rssInUseMB is the resident set without the heap's free pages not yet returned to the OS:
 // what the RSS would be after debug.FreeOSMemory, without returning them (see its caller).
 func rssInUseMB() float64 {
@@ -688,21 +701,38 @@ func procStatusMB(field string) float64 {
 
 // cpuSeconds is the process's user+system CPU time.
 func cpuSeconds() float64 {
-	data, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may contain spaces) start after ") ".
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+2:])
+	f := procStat()
 	if len(f) < 13 {
 		return 0
 	}
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+// pageFaults is the process's page-fault count (minor and major): on a virtual machine a
+// fault can cost 15-20 µs, during which a goroutine holds its processor.
+func pageFaults() float64 {
+	f := procStat()
+	if len(f) < 13 {
+		return 0
+	}
+	minor, _ := strconv.ParseFloat(f[7], 64)
+	major, _ := strconv.ParseFloat(f[9], 64)
+	return minor + major
+}
+
+// procStat is /proc/self/stat's fields after the command name, from the state on.
+func procStat() []string {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return nil
+	}
+	// The command name may contain spaces; the fields start after ") ".
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return nil
+	}
+	return strings.Fields(s[i+2:])
 }

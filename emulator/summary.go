@@ -56,6 +56,9 @@ type Summary struct {
 	CPU struct {
 		CoresUsed        float64 `json:"cores_used"`         // average over the measured phase
 		StartupCoresUsed float64 `json:"startup_cores_used"` // average over start-up and settle
+		// Over the measured phase: what holds a processor away from the packet scheduler.
+		PageFaultsPerSecond float64 `json:"page_faults_per_s"`
+		GCCycles            uint64  `json:"gc_cycles"`
 	} `json:"cpu"`
 	Goroutines int            `json:"goroutines"`
 	Network    NetworkSummary `json:"network"`
@@ -239,7 +242,7 @@ func SummaryTable(s *Summary) report.Table {
 		{"machine timer floor", timerFloorText(s.MachineTimerFloor)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
-		{"CPU", fmt.Sprintf("%.2f cores during the run, %.2f during start-up", s.CPU.CoresUsed, s.CPU.StartupCoresUsed)},
+		{"CPU", fmt.Sprintf("%.2f cores during the run (%d GC cycles, %.0f page faults/s), %.2f during start-up", s.CPU.CoresUsed, s.CPU.GCCycles, s.CPU.PageFaultsPerSecond, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}
 	return report.Table{Title: "Summary", Columns: []string{"figure", "value"}, Rows: rows}
