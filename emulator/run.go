@@ -365,6 +365,7 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 	for _, g := range r.fleet.Gateways {
 		last[g] = g.Host.Stats()
 	}
+	lastCPU, lastFaults, lastGC, lastAt := cpuSeconds(), pageFaults(), gcCycles(), time.Now()
 	var warmup time.Duration
 	for _, w := range r.workloads {
 		if wu, ok := w.(Warmer); ok {
@@ -414,6 +415,15 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		if late := max(sched.P99, reader.P99); late > r.sc.Validity.MaxLatenessP99 && r.opts.OnLateSecond != nil {
 			r.opts.OnLateSecond(el, late)
 		}
+		// What held the processors this second: a late second with a GC cycle or a burst of
+		// page faults has its cause in the process, one without it in the fleet or the machine.
+		cpu, faults, gc, now := cpuSeconds(), pageFaults(), gcCycles(), time.Now()
+		if dt := now.Sub(lastAt).Seconds(); dt > 0 {
+			r.rec.Set("cpu_cores", (cpu-lastCPU)/dt)
+			r.rec.Set("page_faults_per_s", (faults-lastFaults)/dt)
+		}
+		r.rec.Set("gc_cycles", float64(gc-lastGC))
+		lastCPU, lastFaults, lastGC, lastAt = cpu, faults, gc, now
 		ps := r.peerStats()
 		r.rec.Set("gateways_up", float64(ps.up))
 		r.rec.Set("peers_avg", ps.avg)

@@ -201,6 +201,8 @@ func (r *run) report(sum *Summary) report.Report {
 	}}, report.Section{Title: "Fleet and validity", Plots: []report.Plot{
 		line("Gateways up and connectivity", "count", "gateways_up", "peers_avg", "peers_min"),
 		line("Emulator timing error (p99 per second)", "lateness (ms)", "lateness_ms_p99.scheduler", "lateness_ms_p99.delivery"),
+		line("Processors: cores used and GC cycles completed, per second", "cores / cycles", "cpu_cores", "gc_cycles"),
+		line("Page faults per second (each holds a processor; 15-20 µs on some VMs)", "faults/s", "page_faults_per_s"),
 	}})
 	for i, w := range r.workloads {
 		tab, plots := w.Report(r.rec)
