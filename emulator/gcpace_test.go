@@ -3,7 +3,6 @@ package emulator
 import (
 	"context"
 	"runtime/debug"
-	"runtime/metrics"
 	"testing"
 	"time"
 
@@ -40,11 +39,7 @@ func (p *gogcProbe) Report(*Recorder) (report.Table, []report.Plot) {
 	return report.Table{}, nil
 }
 
-func currentGOGC() int64 {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
-	metrics.Read(s)
-	return int64(s[0].Value.Uint64())
-}
+func currentGOGC() int64 { return int64(uint64Metric("/gc/gogc:percent")) }
 
 // TestMeasuredGCPercent: the workloads run at the collector pace the options ask for, and the
 // process's own pace (start-up's) is back once the run is over.

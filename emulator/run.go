@@ -186,8 +186,8 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	r.progress = newProgress(r.opts.Progress, r.opts.ProgressLines)
 	defer r.progress.done()
 	rss0 := rssMB()
-	cpu0 := cpuSeconds()
-	t0 := time.Now()
+	use0 := readUsage()
+	t0 := use0.at
 
 	// Start-up: bootstrap nodes first, then gateways at the scenario's pace.
 	for i, w := range r.workloads {
@@ -277,8 +277,8 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	defer restoreGC() // on early returns; the normal path restores it as the phase ends
 	r.fleet.Net.ResetLateness()
 	r.fleet.Net.TakeLateness()
-	cpu1, faults1, gc1 := cpuSeconds(), pageFaults(), gcCycles()
-	start := time.Now()
+	use1 := readUsage()
+	start := use1.at
 	mctx, cancel := context.WithTimeout(ctx, r.sc.Duration)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -295,12 +295,9 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		w.Wait()
 	}
 	wg.Wait()
-	measured := time.Since(start).Seconds()
-	sum.CPU.CoresUsed = (cpuSeconds() - cpu1) / measured
-	sum.CPU.PageFaultsPerSecond = (pageFaults() - faults1) / measured
-	sum.CPU.GCCycles = gcCycles() - gc1
+	sum.CPU.CoresUsed, sum.CPU.PageFaultsPerSecond, sum.CPU.GCCycles = readUsage().since(use1)
 	restoreGC()
-	sum.CPU.StartupCoresUsed = (cpu1 - cpu0) / start.Sub(t0).Seconds()
+	sum.CPU.StartupCoresUsed, _, _ = use1.since(use0)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -365,7 +362,7 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 	for _, g := range r.fleet.Gateways {
 		last[g] = g.Host.Stats()
 	}
-	lastCPU, lastFaults, lastGC, lastAt := cpuSeconds(), pageFaults(), gcCycles(), time.Now()
+	lastUse := readUsage()
 	var warmup time.Duration
 	for _, w := range r.workloads {
 		if wu, ok := w.(Warmer); ok {
@@ -417,13 +414,12 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		}
 		// What held the processors this second: a late second with a GC cycle or a burst of
 		// page faults has its cause in the process, one without it in the fleet or the machine.
-		cpu, faults, gc, now := cpuSeconds(), pageFaults(), gcCycles(), time.Now()
-		if dt := now.Sub(lastAt).Seconds(); dt > 0 {
-			r.rec.Set("cpu_cores", (cpu-lastCPU)/dt)
-			r.rec.Set("page_faults_per_s", (faults-lastFaults)/dt)
-		}
-		r.rec.Set("gc_cycles", float64(gc-lastGC))
-		lastCPU, lastFaults, lastGC, lastAt = cpu, faults, gc, now
+		use := readUsage()
+		cores, faults, cycles := use.since(lastUse)
+		r.rec.Set("cpu_cores", cores)
+		r.rec.Set("page_faults_per_s", faults)
+		r.rec.Set("gc_cycles", float64(cycles))
+		lastUse = use
 		ps := r.peerStats()
 		r.rec.Set("gateways_up", float64(ps.up))
 		r.rec.Set("peers_avg", ps.avg)
@@ -672,9 +668,9 @@ func ScratchDir(pattern string) (string, error) {
 	return os.MkdirTemp("", pattern)
 }
 
-// gcCycles is the number of GC cycles the process has completed.
-func gcCycles() uint64 {
-	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+// uint64Metric reads one of the runtime's uint64 metrics (0 if this Go has no such metric).
+func uint64Metric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
 		return 0
@@ -685,13 +681,7 @@ func gcCycles() uint64 {
 // rssInUseMB is the resident set without the heap's free pages not yet returned to the OS:
 // what the RSS would be after debug.FreeOSMemory, without returning them (see its caller).
 func rssInUseMB() float64 {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
-	metrics.Read(s)
-	free := 0.0
-	if s[0].Value.Kind() == metrics.KindUint64 {
-		free = float64(s[0].Value.Uint64()) / (1 << 20)
-	}
-	return rssMB() - free
+	return rssMB() - float64(uint64Metric("/memory/classes/heap/free:bytes"))/(1<<20)
 }
 
 // procStatusMB reads a kB figure of /proc/self/status (VmRSS, VmHWM) in MB.
@@ -709,27 +699,37 @@ func procStatusMB(field string) float64 {
 	return 0
 }
 
-// cpuSeconds is the process's user+system CPU time.
-func cpuSeconds() float64 {
-	f := procStat()
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
+// usage is what the process has used up to a moment: CPU time, page faults (minor and major:
+// on a virtual machine a fault can cost 15-20 µs, during which a goroutine holds its
+// processor) and completed GC cycles.
+type usage struct {
+	at     time.Time
+	cpu    float64 // user+system seconds
+	faults float64
+	gc     uint64
 }
 
-// pageFaults is the process's page-fault count (minor and major): on a virtual machine a
-// fault can cost 15-20 µs, during which a goroutine holds its processor.
-func pageFaults() float64 {
-	f := procStat()
-	if len(f) < 13 {
-		return 0
+func readUsage() usage {
+	u := usage{at: time.Now(), gc: uint64Metric("/gc/cycles/total:gc-cycles")}
+	if f := procStat(); len(f) >= 13 {
+		minor, _ := strconv.ParseFloat(f[7], 64)
+		major, _ := strconv.ParseFloat(f[9], 64)
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		u.faults = minor + major
+		u.cpu = (ut + st) / 100 // USER_HZ is 100 on Linux
 	}
-	minor, _ := strconv.ParseFloat(f[7], 64)
-	major, _ := strconv.ParseFloat(f[9], 64)
-	return minor + major
+	return u
+}
+
+// since is the use between earlier and u: cores, page faults per second and GC cycles.
+func (u usage) since(earlier usage) (cores, faultsPerSecond float64, gcCycles uint64) {
+	gcCycles = u.gc - earlier.gc
+	dt := u.at.Sub(earlier.at).Seconds()
+	if dt <= 0 {
+		return 0, 0, gcCycles
+	}
+	return (u.cpu - earlier.cpu) / dt, (u.faults - earlier.faults) / dt, gcCycles
 }
 
 // procStat is /proc/self/stat's fields after the command name, from the state on.

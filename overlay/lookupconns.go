@@ -88,8 +88,10 @@ func (l *lookupConns) end(keep ...peer.ID) {
 	since, kept, floor := l.since, l.keep, l.floor
 	l.keep = nil
 	pending := l.pending
-	l.pending = nil
-	floor = max(floor, l.pendingFloor)
+	if pending != nil {
+		floor = max(floor, l.pendingFloor)
+		l.pending = nil
+	}
 	l.mu.Unlock()
 	cands := map[peer.ID]time.Time{}
 	for _, p := range l.o.host.Network().Peers() {
