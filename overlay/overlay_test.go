@@ -456,6 +456,36 @@ func TestLookupsCloseWhatTheyDialled(t *testing.T) {
 	t.Logf("%d of %d lookups dialled new nodes; the asker has %d peers", lookupsThatDialled, lookups, len(asker.Host().Network().Peers()))
 }
 
+// TestMeasuringDoesNotRedial: proximity measures the peers a node is connected to. A peer
+// let go between being listed (or identified) and being measured must stay let go: a
+// measurement that dialled it again would undo a lookup's sweep and keep the connection for
+// good (a CI run saw exactly that).
+func TestMeasuringDoesNotRedial(t *testing.T) {
+	checkLeaks(t)
+	a := startNode(t, overlay.Config{Labels: overlay.Labels{ISP: "isp-a"}})
+	b := startNode(t, overlay.Config{Labels: overlay.Labels{ISP: "isp-b"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, addrInfo(b)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b's labels at a", func() bool { return a.PeerInfo(b.ID()).Labels.ISP == "isp-b" })
+	if err := a.Host().Network().ClosePeer(b.ID()); err != nil {
+		t.Fatal(err)
+	}
+	a.Learn(ctx, b.ID())
+	a.MeasureAll(ctx)
+	for _, c := range a.Host().Network().ConnsToPeer(b.ID()) {
+		if c.Stat().Direction == network.DirOutbound {
+			t.Fatalf("measuring a peer that was let go dialled it again (conn opened %s)", c.Stat().Opened)
+		}
+	}
+	// Measuring still works on a connected peer.
+	if _, err := a.MeasureRTT(ctx, b.ID()); err != nil {
+		t.Fatalf("MeasureRTT dials when asked to: %v", err)
+	}
+}
+
 // TestJoinKeepsLowWatermark: joining fills the routing table by dialling many peers; once
 // the join is over the node keeps only as many connections as its low watermark asks for,
 // instead of holding them all for the connection manager's grace period. Its routing table

@@ -180,7 +180,7 @@ func transportRTT(h host.Host, id peer.ID) time.Duration {
 
 // ping measures one RTT; go-libp2p records it in the peerstore's latency EWMA.
 func (p *proximity) ping(ctx context.Context, id peer.ID) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(noDial(ctx), 5*time.Second)
 	defer cancel()
 	res := <-ping.Ping(ctx, p.host, id)
 	if res.Error != nil {
@@ -192,7 +192,7 @@ func (p *proximity) ping(ctx context.Context, id peer.ID) (time.Duration, error)
 }
 
 func (p *proximity) fetchInfo(ctx context.Context, id peer.ID) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(noDial(ctx), 10*time.Second)
 	defer cancel()
 	s, err := p.host.NewStream(ctx, id, InfoProtocol)
 	if err != nil {
@@ -210,6 +210,15 @@ func (p *proximity) fetchInfo(ctx context.Context, id peer.ID) {
 	p.mu.Lock()
 	p.known[id] = &peerLabels{labels: labels, version: version, lastSeen: time.Now()}
 	p.mu.Unlock()
+}
+
+// noDial keeps a measurement from opening a connection. Proximity measures the peers the
+// node is connected to; a peer it lists or learns about may be let go (a lookup's sweep, the
+// connection manager) before the ping or info stream opens, and a stream opened then would
+// dial it again and keep it for good: a CI run found a lookup's swept peer back a second
+// later, re-dialled by the ping of its identify-time measurement.
+func noDial(ctx context.Context) context.Context {
+	return network.WithNoDial(ctx, "proximity measures connected peers only")
 }
 
 func (p *proximity) forgetStale() {
