@@ -131,22 +131,28 @@ func TestSmokeScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "cpu_cores") || !contains(rows[0], "gc_cycles") || !contains(rows[0], "up_mbps.adsl2plus") {
+	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "cpu_cores") || !contains(rows[0], "gc_cycles") || !contains(rows[0], "run_queue_wait_ms_p99") || !contains(rows[0], "up_mbps.adsl2plus") {
 		t.Fatalf("timeseries.csv: %d rows, header %v", len(rows), rows[0])
 	}
 	// The per-second processor figures agree with the phase's totals.
-	cpuCol, gcCol := slices.Index(rows[0], "cpu_cores"), slices.Index(rows[0], "gc_cycles")
-	busiest, gcs := 0.0, 0.0
+	cpuCol, gcCol, waitCol := slices.Index(rows[0], "cpu_cores"), slices.Index(rows[0], "gc_cycles"), slices.Index(rows[0], "run_queue_wait_ms_p99")
+	busiest, gcs, longestWait := 0.0, 0.0, 0.0
 	for _, row := range rows[1:] {
 		cores, err1 := strconv.ParseFloat(row[cpuCol], 64)
 		cycles, err2 := strconv.ParseFloat(row[gcCol], 64)
-		if err1 != nil || err2 != nil || cores < 0 || cores > 1.5*float64(runtime.NumCPU()) || cycles < 0 {
-			t.Fatalf("timeseries.csv row %v: cpu_cores %q, gc_cycles %q", row[0], row[cpuCol], row[gcCol])
+		wait, err3 := strconv.ParseFloat(row[waitCol], 64)
+		if err1 != nil || err2 != nil || err3 != nil || cores < 0 || cores > 1.5*float64(runtime.NumCPU()) || cycles < 0 || wait < 0 {
+			t.Fatalf("timeseries.csv row %v: cpu_cores %q, gc_cycles %q, run_queue_wait_ms_p99 %q", row[0], row[cpuCol], row[gcCol], row[waitCol])
 		}
-		busiest, gcs = max(busiest, cores), gcs+cycles
+		busiest, gcs, longestWait = max(busiest, cores), gcs+cycles, max(longestWait, wait)
 	}
 	if busiest == 0 || gcs > float64(sum.CPU.GCCycles) {
 		t.Errorf("timeseries: busiest second %.2f cores, %v GC cycles in all; the summary counts %d", busiest, gcs, sum.CPU.GCCycles)
+	}
+	// A fleet's goroutines wait for processors now and then; the phase's p99 is no longer
+	// than the longest second's.
+	if longestWait == 0 || sum.CPU.RunQueueWaitP99Ms > longestWait*1.2 {
+		t.Errorf("run-queue wait p99: %.3f ms over the phase, longest second %.3f ms", sum.CPU.RunQueueWaitP99Ms, longestWait)
 	}
 	// Every failed dial the summary counts is in failed-dials.csv, naming who dialled whom.
 	df, err := os.Open(filepath.Join(out, "failed-dials.csv"))

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -295,9 +296,11 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		w.Wait()
 	}
 	wg.Wait()
-	sum.CPU.CoresUsed, sum.CPU.PageFaultsPerSecond, sum.CPU.GCCycles = readUsage().since(use1)
+	measured := readUsage().since(use1)
+	sum.CPU.CoresUsed, sum.CPU.PageFaultsPerSecond, sum.CPU.GCCycles = measured.cores, measured.faultsPerSecond, measured.gcCycles
+	sum.CPU.RunQueueWaitP99Ms = ms(measured.runQueueWaitP99)
 	restoreGC()
-	sum.CPU.StartupCoresUsed, _, _ = use1.since(use0)
+	sum.CPU.StartupCoresUsed = use1.since(use0).cores
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -415,10 +418,11 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		// What held the processors this second: a late second with a GC cycle or a burst of
 		// page faults has its cause in the process, one without it in the fleet or the machine.
 		use := readUsage()
-		cores, faults, cycles := use.since(lastUse)
-		r.rec.Set("cpu_cores", cores)
-		r.rec.Set("page_faults_per_s", faults)
-		r.rec.Set("gc_cycles", float64(cycles))
+		d := use.since(lastUse)
+		r.rec.Set("cpu_cores", d.cores)
+		r.rec.Set("page_faults_per_s", d.faultsPerSecond)
+		r.rec.Set("gc_cycles", float64(d.gcCycles))
+		r.rec.Set("run_queue_wait_ms_p99", ms(d.runQueueWaitP99))
 		lastUse = use
 		ps := r.peerStats()
 		r.rec.Set("gateways_up", float64(ps.up))
@@ -701,16 +705,32 @@ func procStatusMB(field string) float64 {
 
 // usage is what the process has used up to a moment: CPU time, page faults (minor and major:
 // on a virtual machine a fault can cost 15-20 µs, during which a goroutine holds its
-// processor) and completed GC cycles.
+// processor), completed GC cycles, and the Go scheduler's record of how long runnable
+// goroutines waited for a processor.
 type usage struct {
-	at     time.Time
-	cpu    float64 // user+system seconds
-	faults float64
-	gc     uint64
+	at        time.Time
+	cpu       float64 // user+system seconds
+	faults    float64
+	gc        uint64
+	runQueue  []uint64 // cumulative counts of /sched/latencies:seconds
+	waitEdges []float64
 }
 
+// runQueueMetric is the runtime's histogram of the time goroutines spent runnable before
+// they ran (sampled by the runtime, cumulative since the process started).
+const runQueueMetric = "/sched/latencies:seconds"
+
 func readUsage() usage {
-	u := usage{at: time.Now(), gc: uint64Metric("/gc/cycles/total:gc-cycles")}
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: runQueueMetric}}
+	metrics.Read(s)
+	u := usage{at: time.Now()}
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		u.gc = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindFloat64Histogram {
+		h := s[1].Value.Float64Histogram()
+		u.runQueue, u.waitEdges = slices.Clone(h.Counts), h.Buckets
+	}
 	if f := procStat(); len(f) >= 13 {
 		minor, _ := strconv.ParseFloat(f[7], 64)
 		major, _ := strconv.ParseFloat(f[9], 64)
@@ -722,14 +742,58 @@ func readUsage() usage {
 	return u
 }
 
-// since is the use between earlier and u: cores, page faults per second and GC cycles.
-func (u usage) since(earlier usage) (cores, faultsPerSecond float64, gcCycles uint64) {
-	gcCycles = u.gc - earlier.gc
-	dt := u.at.Sub(earlier.at).Seconds()
-	if dt <= 0 {
-		return 0, 0, gcCycles
+// usageDelta is what was used between two moments.
+type usageDelta struct {
+	cores, faultsPerSecond float64
+	gcCycles               uint64
+	// runQueueWaitP99 is the p99 of the time runnable goroutines waited for a processor:
+	// when the packet scheduler is late by about as much, it was waiting its turn (the
+	// processors were busy, or an idle one was slow to wake); when it is late by far more,
+	// its timer fired late.
+	runQueueWaitP99 time.Duration
+}
+
+// since is the use between earlier and u.
+func (u usage) since(earlier usage) usageDelta {
+	d := usageDelta{gcCycles: u.gc - earlier.gc, runQueueWaitP99: histogramQuantile(earlier.runQueue, u.runQueue, u.waitEdges, 0.99)}
+	if dt := u.at.Sub(earlier.at).Seconds(); dt > 0 {
+		d.cores, d.faultsPerSecond = (u.cpu-earlier.cpu)/dt, (u.faults-earlier.faults)/dt
 	}
-	return (u.cpu - earlier.cpu) / dt, (u.faults - earlier.faults) / dt, gcCycles
+	return d
+}
+
+// histogramQuantile is the q-quantile of the samples a cumulative runtime histogram gained
+// between before and after (edges: its bucket boundaries, one more than counts), as the upper
+// edge of the bucket it falls in (the lower one for the open last bucket); 0 without samples.
+func histogramQuantile(before, after []uint64, edges []float64, q float64) time.Duration {
+	if len(after) == 0 || len(edges) != len(after)+1 {
+		return 0
+	}
+	delta := make([]uint64, len(after))
+	var total uint64
+	for i, c := range after {
+		if i < len(before) && before[i] <= c {
+			c -= before[i]
+		}
+		delta[i] = c
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(total)))
+	var seen uint64
+	for i, c := range delta {
+		seen += c
+		if seen >= rank {
+			edge := edges[i+1]
+			if math.IsInf(edge, 1) {
+				edge = edges[i]
+			}
+			return time.Duration(edge * float64(time.Second))
+		}
+	}
+	return 0
 }
 
 // procStat is /proc/self/stat's fields after the command name, from the state on.

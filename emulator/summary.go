@@ -59,6 +59,10 @@ type Summary struct {
 		// Over the measured phase: what holds a processor away from the packet scheduler.
 		PageFaultsPerSecond float64 `json:"page_faults_per_s"`
 		GCCycles            uint64  `json:"gc_cycles"`
+		// How long runnable goroutines waited for a processor (p99, sampled by the Go
+		// runtime): set beside the scheduler's lateness, it says whether the lateness was a
+		// wait for a processor or a timer that fired late.
+		RunQueueWaitP99Ms float64 `json:"run_queue_wait_ms_p99"`
 	} `json:"cpu"`
 	Goroutines int            `json:"goroutines"`
 	Network    NetworkSummary `json:"network"`
@@ -200,7 +204,7 @@ func (r *run) report(sum *Summary) report.Report {
 		line("Uplink queueing delay per link class (average over gateways)", "queueing delay (ms)", prefixed("uplink_queue_ms_avg.")...),
 	}}, report.Section{Title: "Fleet and validity", Plots: []report.Plot{
 		line("Gateways up and connectivity", "count", "gateways_up", "peers_avg", "peers_min"),
-		line("Emulator timing error (p99 per second)", "lateness (ms)", "lateness_ms_p99.scheduler", "lateness_ms_p99.delivery"),
+		line("Emulator timing error, and goroutines' wait for a processor (p99 per second)", "lateness / wait (ms)", "lateness_ms_p99.scheduler", "lateness_ms_p99.delivery", "run_queue_wait_ms_p99"),
 		line("Processors: cores used and GC cycles completed, per second", "cores / cycles", "cpu_cores", "gc_cycles"),
 		line("Page faults per second (each holds a processor; 15-20 µs on some VMs)", "faults/s", "page_faults_per_s"),
 	}})
@@ -244,7 +248,7 @@ func SummaryTable(s *Summary) report.Table {
 		{"machine timer floor", timerFloorText(s.MachineTimerFloor)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
-		{"CPU", fmt.Sprintf("%.2f cores during the run (%d GC cycles, %.0f page faults/s), %.2f during start-up", s.CPU.CoresUsed, s.CPU.GCCycles, s.CPU.PageFaultsPerSecond, s.CPU.StartupCoresUsed)},
+		{"CPU", fmt.Sprintf("%.2f cores during the run (%d GC cycles, %.0f page faults/s, run-queue wait p99 %.2f ms), %.2f during start-up", s.CPU.CoresUsed, s.CPU.GCCycles, s.CPU.PageFaultsPerSecond, s.CPU.RunQueueWaitP99Ms, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}
 	return report.Table{Title: "Summary", Columns: []string{"figure", "value"}, Rows: rows}
