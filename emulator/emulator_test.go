@@ -131,7 +131,7 @@ func TestSmokeScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "cpu_cores") || !contains(rows[0], "gc_cycles") || !contains(rows[0], "run_queue_wait_ms_p99") || !contains(rows[0], "up_mbps.adsl2plus") {
+	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "cpu_cores") || !contains(rows[0], "gc_cycles") || !contains(rows[0], "run_queue_wait_ms_p99") || !contains(rows[0], "timer_canary_ms_p99") || !contains(rows[0], "up_mbps.adsl2plus") {
 		t.Fatalf("timeseries.csv: %d rows, header %v", len(rows), rows[0])
 	}
 	// The per-second processor figures agree with the phase's totals.
@@ -148,6 +148,10 @@ func TestSmokeScenario(t *testing.T) {
 	}
 	if busiest == 0 || gcs > float64(sum.CPU.GCCycles) {
 		t.Errorf("timeseries: busiest second %.2f cores, %v GC cycles in all; the summary counts %d", busiest, gcs, sum.CPU.GCCycles)
+	}
+	// The canary slept through the whole phase, about once a millisecond.
+	if c := sum.TimerCanary; c == nil || float64(c.Count) < 0.3*sum.DurationSeconds*1000 || float64(c.Count) > sum.DurationSeconds*1000 || c.P50 > c.P99 || c.P99 > c.Max {
+		t.Errorf("timer canary over a %.0f s phase: %+v", sum.DurationSeconds, sum.TimerCanary)
 	}
 	// A fleet's goroutines wait for processors now and then; the phase's p99 is no longer
 	// than the longest second's.

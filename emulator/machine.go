@@ -48,6 +48,71 @@ func machineFloor(d time.Duration) LatenessFigures {
 	}
 	close(stop)
 	wg.Wait()
+	return lateFigures(lates)
+}
+
+// timerCanary is the floor's probe kept running beside the fleet through the measured phase:
+// a goroutine of its own sleeping 1 ms at a time, with no packet to move. When the packet
+// scheduler is late and the canary is too, the machine (or the Go runtime's timers) woke
+// everything late; when only the scheduler is, the emulator's own work held it up.
+type timerCanary struct {
+	stop chan struct{}
+	done chan struct{}
+
+	mu       sync.Mutex
+	all      []time.Duration
+	interval []time.Duration
+}
+
+func startTimerCanary() *timerCanary {
+	c := &timerCanary{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		t := time.NewTimer(time.Hour)
+		for {
+			start := time.Now()
+			t.Reset(time.Millisecond)
+			select {
+			case <-c.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			late := max(0, time.Since(start)-time.Millisecond)
+			c.mu.Lock()
+			c.all = append(c.all, late)
+			c.interval = append(c.interval, late)
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+// takeP99 is the p99 lateness since the previous call, in ms (0 without samples).
+func (c *timerCanary) takeP99() float64 {
+	c.mu.Lock()
+	lates := c.interval
+	c.interval = nil
+	c.mu.Unlock()
+	if len(lates) == 0 {
+		return 0
+	}
+	return lateFigures(lates).P99
+}
+
+// finish stops the canary and sums up its whole run.
+func (c *timerCanary) finish() *LatenessFigures {
+	close(c.stop)
+	<-c.done
+	if len(c.all) == 0 {
+		return nil
+	}
+	f := lateFigures(c.all)
+	return &f
+}
+
+// lateFigures sorts lates and gives their figures in ms.
+func lateFigures(lates []time.Duration) LatenessFigures {
 	slices.Sort(lates)
 	at := func(q float64) float64 { return ms(lates[int(q*float64(len(lates)-1))]) }
 	return LatenessFigures{Count: uint64(len(lates)), P50: at(0.5), P99: at(0.99), Max: ms(lates[len(lates)-1])}

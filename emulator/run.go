@@ -158,6 +158,7 @@ type run struct {
 	rec       *Recorder
 	workloads []Workload
 	progress  *progress
+	canary    *timerCanary // through the measured phase
 
 	applied []appliedEvent
 	mu      sync.Mutex
@@ -280,6 +281,12 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	r.fleet.Net.TakeLateness()
 	use1 := readUsage()
 	start := use1.at
+	r.canary = startTimerCanary()
+	defer func() {
+		if r.canary != nil { // an early return
+			r.canary.finish()
+		}
+	}()
 	mctx, cancel := context.WithTimeout(ctx, r.sc.Duration)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -297,6 +304,8 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	}
 	wg.Wait()
 	measured := readUsage().since(use1)
+	sum.TimerCanary = r.canary.finish()
+	r.canary = nil
 	sum.CPU.CoresUsed, sum.CPU.PageFaultsPerSecond, sum.CPU.GCCycles = measured.cores, measured.faultsPerSecond, measured.gcCycles
 	sum.CPU.RunQueueWaitP99Ms = ms(measured.runQueueWaitP99)
 	restoreGC()
@@ -423,6 +432,7 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		r.rec.Set("page_faults_per_s", d.faultsPerSecond)
 		r.rec.Set("gc_cycles", float64(d.gcCycles))
 		r.rec.Set("run_queue_wait_ms_p99", ms(d.runQueueWaitP99))
+		r.rec.Set("timer_canary_ms_p99", r.canary.takeP99())
 		lastUse = use
 		ps := r.peerStats()
 		r.rec.Set("gateways_up", float64(ps.up))
