@@ -131,7 +131,7 @@ func TestSmokeScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "cpu_cores") || !contains(rows[0], "gc_cycles") || !contains(rows[0], "run_queue_wait_ms_p99") || !contains(rows[0], "timer_canary_ms_p99") || !contains(rows[0], "up_mbps.adsl2plus") {
+	if len(rows) < 15 || rows[0][0] != "t_s" || !contains(rows[0], "lateness_ms_p99.delivery") || !contains(rows[0], "cpu_cores") || !contains(rows[0], "gc_cycles") || !contains(rows[0], "run_queue_wait_ms_p99") || !contains(rows[0], "timer_canary_ms_p99") || !contains(rows[0], "timer_canary_ms_max") || !contains(rows[0], "up_mbps.adsl2plus") {
 		t.Fatalf("timeseries.csv: %d rows, header %v", len(rows), rows[0])
 	}
 	// The per-second processor figures agree with the phase's totals.

@@ -88,16 +88,19 @@ func startTimerCanary() *timerCanary {
 	return c
 }
 
-// takeP99 is the p99 lateness since the previous call, in ms (0 without samples).
-func (c *timerCanary) takeP99() float64 {
+// take is the p99 and the largest lateness since the previous call, in ms (0 without
+// samples). The largest matters as much: the canary sleeps through a stall of the whole
+// process in one sample, where every packet due during it is late.
+func (c *timerCanary) take() (p99, largest float64) {
 	c.mu.Lock()
 	lates := c.interval
 	c.interval = nil
 	c.mu.Unlock()
 	if len(lates) == 0 {
-		return 0
+		return 0, 0
 	}
-	return lateFigures(lates).P99
+	f := lateFigures(lates)
+	return f.P99, f.Max
 }
 
 // finish stops the canary and sums up its whole run.

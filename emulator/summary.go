@@ -208,7 +208,7 @@ func (r *run) report(sum *Summary) report.Report {
 		line("Uplink queueing delay per link class (average over gateways)", "queueing delay (ms)", prefixed("uplink_queue_ms_avg.")...),
 	}}, report.Section{Title: "Fleet and validity", Plots: []report.Plot{
 		line("Gateways up and connectivity", "count", "gateways_up", "peers_avg", "peers_min"),
-		line("Emulator timing error, a 1 ms sleeper beside it, and goroutines' wait for a processor (p99 per second)", "lateness / wait (ms)", "lateness_ms_p99.scheduler", "lateness_ms_p99.delivery", "timer_canary_ms_p99", "run_queue_wait_ms_p99"),
+		line("Emulator timing error, a 1 ms sleeper beside it, and goroutines' wait for a processor (p99 per second)", "lateness / wait (ms)", "lateness_ms_p99.scheduler", "lateness_ms_p99.delivery", "timer_canary_ms_p99", "timer_canary_ms_max", "run_queue_wait_ms_p99"),
 		line("Processors: cores used and GC cycles completed, per second", "cores / cycles", "cpu_cores", "gc_cycles"),
 		line("Page faults per second (each holds a processor; 15-20 µs on some VMs)", "faults/s", "page_faults_per_s"),
 	}})
