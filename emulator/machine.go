@@ -2,7 +2,11 @@ package emulator
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -119,4 +123,64 @@ func lateFigures(lates []time.Duration) LatenessFigures {
 	slices.Sort(lates)
 	at := func(q float64) float64 { return ms(lates[int(q*float64(len(lates)-1))]) }
 	return LatenessFigures{Count: uint64(len(lates)), P50: at(0.5), P99: at(0.99), Max: ms(lates[len(lates)-1])}
+}
+
+// damonRoot is where Linux's DAMON (Data Access MONitor) lists its monitoring threads.
+const damonRoot = "/sys/kernel/mm/damon/admin/kdamonds"
+
+// memoryMonitors describes the kernel's DAMON threads that are running on this machine, one
+// line each; none when DAMON is absent or off. A kdamond monitoring physical memory samples
+// page access bits by walking the reverse mappings of the pages it samples, so its scans grow
+// with the emulator's resident memory: on the VM of docs/BENCHMARKS.md (session 19) it held a
+// processor for 8-32 ms every 500 ms beside a 320-gateway fleet (perf), and with its
+// `pageout` scheme it also reclaims cold pages that then fault back in. Both show up as the
+// packet scheduler's lateness, so a researcher is told.
+func memoryMonitors(root string) []string {
+	dirs, err := os.ReadDir(root)
+	if err != nil {
+		return nil
+	}
+	read := func(parts ...string) string {
+		b, err := os.ReadFile(filepath.Join(append([]string{root}, parts...)...))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	var out []string
+	for _, d := range dirs {
+		if !d.IsDir() || read(d.Name(), "state") != "on" {
+			continue
+		}
+		desc := "kdamond " + d.Name()
+		ctx := filepath.Join(d.Name(), "contexts", "0")
+		if ops := read(ctx, "operations"); ops != "" {
+			desc += " (" + ops
+			if us, err := strconv.Atoi(read(ctx, "monitoring_attrs", "intervals", "sample_us")); err == nil {
+				desc += fmt.Sprintf(", sampling every %s", time.Duration(us)*time.Microsecond)
+			}
+			var actions []string
+			if schemes, err := os.ReadDir(filepath.Join(root, ctx, "schemes")); err == nil {
+				for _, s := range schemes {
+					if a := read(ctx, "schemes", s.Name(), "action"); s.IsDir() && a != "" {
+						actions = append(actions, a)
+					}
+				}
+			}
+			if len(actions) > 0 {
+				desc += ", schemes: " + strings.Join(actions, ", ")
+			}
+			desc += ")"
+		}
+		out = append(out, desc)
+	}
+	return out
+}
+
+// memoryMonitorNote is said after an invalid verdict when a kdamond runs.
+func memoryMonitorNote(monitors []string) string {
+	if len(monitors) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; the kernel's memory monitor runs (%s), whose scans hold a processor for milliseconds at a time", strings.Join(monitors, "; "))
 }

@@ -53,7 +53,8 @@ type Options struct {
 	// stays compact (see cmd/nanodc's tuneGC for the measurements).
 	MeasuredGCPercent int
 
-	timerFloor *LatenessFigures // measured once per Run, before any fleet
+	timerFloor     *LatenessFigures // measured once per Run, before any fleet
+	memoryMonitors []string         // the kernel's DAMON threads running, read once per Run
 }
 
 // Run builds the fleet, runs the scenario and writes its outputs. The returned summary is
@@ -71,6 +72,7 @@ func Run(ctx context.Context, sc *Scenario, opts Options) (*Summary, error) {
 	}
 	floor := machineFloor(timerFloorWindow)
 	opts.timerFloor = &floor
+	opts.memoryMonitors = memoryMonitors(damonRoot)
 	if len(sc.Variants) > 0 {
 		return runVariants(ctx, sc, opts)
 	}
@@ -183,7 +185,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		Scenario: r.sc.Name, Description: r.sc.Description, Seed: r.seed,
 		Gateways: len(r.fleet.Gateways), BootstrapNodes: len(r.fleet.Bootstrap),
 		DurationSeconds: r.sc.Duration.Seconds(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(),
-		MachineTimerFloor: r.opts.timerFloor,
+		MachineTimerFloor: r.opts.timerFloor, MachineMemoryMonitors: r.opts.memoryMonitors,
 	}
 	r.progress = newProgress(r.opts.Progress, r.opts.ProgressLines)
 	defer r.progress.done()
@@ -322,7 +324,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	for name, l := range map[string]vnet.Lateness{"scheduler": st.Scheduler, "delivery": st.Reader} {
 		if l.P99 > limit {
 			sum.Valid = false
-			sum.InvalidReasons = append(sum.InvalidReasons, fmt.Sprintf("%s lateness p99 %.2f ms > %.2f ms: the CPU could not keep up, timing figures are wrong%s", name, ms(l.P99), ms(limit), floorNote(r.opts.timerFloor)))
+			sum.InvalidReasons = append(sum.InvalidReasons, fmt.Sprintf("%s lateness p99 %.2f ms > %.2f ms: the CPU could not keep up, timing figures are wrong%s%s", name, ms(l.P99), ms(limit), floorNote(r.opts.timerFloor), memoryMonitorNote(r.opts.memoryMonitors)))
 		}
 	}
 	slices.Sort(sum.InvalidReasons)

@@ -78,6 +78,10 @@ type Summary struct {
 	// fleet through the measured phase: late with the packet scheduler, the machine or the
 	// runtime woke everything late; on time while it is late, the emulator held it up.
 	TimerCanary *LatenessFigures `json:"timer_canary,omitempty"`
+	// MachineMemoryMonitors are the kernel's DAMON threads running on this machine (see
+	// memoryMonitors): where there is one, it takes a share of the lateness budget that grows
+	// with the fleet's memory.
+	MachineMemoryMonitors []string `json:"machine_memory_monitors,omitempty"`
 	// A scenario with variants: each variant's own summary, in the scenario's order.
 	// Workloads then holds, per workload, its section per variant.
 	VariantOrder []string            `json:"variant_order,omitempty"`
@@ -251,6 +255,7 @@ func SummaryTable(s *Summary) report.Table {
 		{"lateness in the warm-up", warmupLateness(s)},
 		{"machine timer floor", timerFloorText(s.MachineTimerFloor)},
 		{"timer canary", timerCanaryText(s.TimerCanary)},
+		{"kernel memory monitor", memoryMonitorText(s.MachineMemoryMonitors)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run (%d GC cycles, %.0f page faults/s, run-queue wait p99 %.2f ms), %.2f during start-up", s.CPU.CoresUsed, s.CPU.GCCycles, s.CPU.PageFaultsPerSecond, s.CPU.RunQueueWaitP99Ms, s.CPU.StartupCoresUsed)},
@@ -264,6 +269,13 @@ func timerFloorText(f *LatenessFigures) string {
 		return "not measured"
 	}
 	return fmt.Sprintf("p50/p99/max %.2f/%.2f/%.2f ms: a goroutine sleeping 1 ms while another keeps a processor busy, before the fleet started", f.P50, f.P99, f.Max)
+}
+
+func memoryMonitorText(monitors []string) string {
+	if len(monitors) == 0 {
+		return "none running"
+	}
+	return strings.Join(monitors, "; ") + ": its scans of the process's pages hold a processor for milliseconds at a time (docs/emulator.md)"
 }
 
 func timerCanaryText(f *LatenessFigures) string {
@@ -301,6 +313,7 @@ func PrintSummary(w io.Writer, s *Summary) {
 			fmt.Fprintf(tw, "variant %s\t%s; start-up %.1f s; lateness p99 %.2f/%.2f ms; peak RSS %.0f MB\n", name, verdict, v.StartupSeconds, v.Lateness.Scheduler.P99, v.Lateness.Reader.P99, v.Memory.PeakRSSMB)
 		}
 		fmt.Fprintf(tw, "machine timer floor\t%s\n", timerFloorText(s.MachineTimerFloor))
+		fmt.Fprintf(tw, "kernel memory monitor\t%s\n", memoryMonitorText(s.MachineMemoryMonitors))
 		for _, t := range s.Comparison {
 			fmt.Fprintf(tw, "\n%s\n", t.Title)
 			fmt.Fprintf(tw, "%s\n", strings.Join(t.Columns, "\t"))

@@ -25,7 +25,7 @@ func runVariants(ctx context.Context, sc *Scenario, opts Options) (*Summary, err
 	combined := &Summary{
 		Scenario: sc.Name, Description: sc.Description, Seed: seed, Valid: true,
 		DurationSeconds: sc.Duration.Seconds(), Variants: map[string]*Summary{},
-		Workloads: map[string]any{}, MachineTimerFloor: opts.timerFloor,
+		Workloads: map[string]any{}, MachineTimerFloor: opts.timerFloor, MachineMemoryMonitors: opts.memoryMonitors,
 	}
 	// Only what the comparison needs is kept of each variant: holding its *run would keep
 	// its whole fleet reachable, and its heap would pin pages under the next variants
