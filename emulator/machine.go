@@ -44,24 +44,26 @@ func machineFloor(d time.Duration) LatenessFigures {
 			}
 		}
 	})
-	var lates []time.Duration
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		t := time.Now()
-		time.Sleep(time.Millisecond)
-		lates = append(lates, max(0, time.Since(t)-time.Millisecond))
-	}
+	c := startTimerCanary()
+	time.Sleep(d)
+	f := c.finish()
 	close(stop)
 	wg.Wait()
-	return lateFigures(lates)
+	if f == nil {
+		return LatenessFigures{}
+	}
+	return *f
 }
 
-// timerCanary is the floor's probe kept running beside the fleet through the measured phase:
-// a goroutine of its own sleeping 1 ms at a time, with no packet to move. When the packet
+// timerCanary is a goroutine of its own sleeping 1 ms at a time and recording how late it
+// wakes: the floor's probe before the fleet starts, and kept running beside the fleet
+// through the measured phase, with no packet to move. When the packet
 // scheduler is late and the canary is too, the machine (or the Go runtime's timers) woke
 // everything late; when only the scheduler is, the emulator's own work held it up.
 type timerCanary struct {
-	stop chan struct{}
-	done chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 
 	mu       sync.Mutex
 	all      []time.Duration
@@ -107,9 +109,9 @@ func (c *timerCanary) take() (p99, largest float64) {
 	return f.P99, f.Max
 }
 
-// finish stops the canary and sums up its whole run.
+// finish stops the canary and sums up its whole run; later calls only wait for it to stop.
 func (c *timerCanary) finish() *LatenessFigures {
-	close(c.stop)
+	c.stopOnce.Do(func() { close(c.stop) })
 	<-c.done
 	if len(c.all) == 0 {
 		return nil
@@ -162,7 +164,10 @@ func memoryMonitors(root string) []string {
 			var actions []string
 			if schemes, err := os.ReadDir(filepath.Join(root, ctx, "schemes")); err == nil {
 				for _, s := range schemes {
-					if a := read(ctx, "schemes", s.Name(), "action"); s.IsDir() && a != "" {
+					if !s.IsDir() {
+						continue
+					}
+					if a := read(ctx, "schemes", s.Name(), "action"); a != "" {
 						actions = append(actions, a)
 					}
 				}

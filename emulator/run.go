@@ -160,7 +160,6 @@ type run struct {
 	rec       *Recorder
 	workloads []Workload
 	progress  *progress
-	canary    *timerCanary // through the measured phase
 
 	applied []appliedEvent
 	mu      sync.Mutex
@@ -283,12 +282,8 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	r.fleet.Net.TakeLateness()
 	use1 := readUsage()
 	start := use1.at
-	r.canary = startTimerCanary()
-	defer func() {
-		if r.canary != nil { // an early return
-			r.canary.finish()
-		}
-	}()
+	canary := startTimerCanary()
+	defer canary.finish() // on early returns
 	mctx, cancel := context.WithTimeout(ctx, r.sc.Duration)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -300,14 +295,13 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 		}
 	}
 	wg.Go(func() { r.runFaults(mctx, start) })
-	r.sample(mctx, start, sum)
+	r.sample(mctx, start, sum, canary)
 	for _, w := range r.workloads {
 		w.Wait()
 	}
 	wg.Wait()
 	measured := readUsage().since(use1)
-	sum.TimerCanary = r.canary.finish()
-	r.canary = nil
+	sum.TimerCanary = canary.finish()
 	sum.CPU.CoresUsed, sum.CPU.PageFaultsPerSecond, sum.CPU.GCCycles = measured.cores, measured.faultsPerSecond, measured.gcCycles
 	sum.CPU.RunQueueWaitP99Ms = ms(measured.runQueueWaitP99)
 	restoreGC()
@@ -370,7 +364,7 @@ func workloadKey(specs []WorkloadSpec, i int) string {
 }
 
 // sample records the per-second series until ctx ends.
-func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
+func (r *run) sample(ctx context.Context, start time.Time, sum *Summary, canary *timerCanary) {
 	type classTotals struct{ up, down, queueMs, hosts float64 }
 	last := map[*Gateway]vnet.LinkStats{}
 	for _, g := range r.fleet.Gateways {
@@ -434,7 +428,7 @@ func (r *run) sample(ctx context.Context, start time.Time, sum *Summary) {
 		r.rec.Set("page_faults_per_s", d.faultsPerSecond)
 		r.rec.Set("gc_cycles", float64(d.gcCycles))
 		r.rec.Set("run_queue_wait_ms_p99", ms(d.runQueueWaitP99))
-		canaryP99, canaryMax := r.canary.take()
+		canaryP99, canaryMax := canary.take()
 		r.rec.Set("timer_canary_ms_p99", canaryP99)
 		r.rec.Set("timer_canary_ms_max", canaryMax)
 		lastUse = use

@@ -30,7 +30,7 @@ func TestHistogramQuantile(t *testing.T) {
 }
 
 // TestRunQueueWait: goroutines that outnumber the processors wait for one, and the usage
-// between two reads says so; an idle stretch shows no such wait.
+// between two reads says so.
 func TestRunQueueWait(t *testing.T) {
 	before := readUsage()
 	var wg sync.WaitGroup
