@@ -158,6 +158,20 @@ func TestSmokeScenario(t *testing.T) {
 	if longestWait == 0 || sum.CPU.RunQueueWaitP99Ms > longestWait*1.2 {
 		t.Errorf("run-queue wait p99: %.3f ms over the phase, longest second %.3f ms", sum.CPU.RunQueueWaitP99Ms, longestWait)
 	}
+	// The end state's memory by class: live objects at least the live heap the summary
+	// reports, stacks for the goroutines, and the classes adding up to the RSS (the free
+	// heap pages included, which the RSS figure leaves out).
+	cl := sum.Memory.EndClassesPerGatewayMB
+	if cl["heap_objects"] < 0.9*sum.Memory.EndLiveHeapPerGatewayMB || cl["stacks"] <= 0 || cl["metadata"] <= 0 {
+		t.Errorf("memory classes at the end %v (live heap %.2f MB per node)", cl, sum.Memory.EndLiveHeapPerGatewayMB)
+	}
+	nodes, total := float64(sum.Gateways+sum.BootstrapNodes), 0.0
+	for _, v := range cl {
+		total += v * nodes
+	}
+	if rss := sum.Memory.RSSEndMB + cl["heap_free"]*nodes; total < 0.9*rss || total > 1.2*rss+64 {
+		t.Errorf("memory classes add up to %.0f MB, the RSS at the end is %.0f MB", total, rss)
+	}
 	// Every failed dial the summary counts is in failed-dials.csv, naming who dialled whom.
 	df, err := os.Open(filepath.Join(out, "failed-dials.csv"))
 	if err != nil {

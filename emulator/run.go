@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -336,6 +337,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	sum.Memory.EndPerGatewayMB = (sum.Memory.RSSEndMB - rss0) / nodes
 	sum.Memory.EndLiveHeapPerGatewayMB = float64(ms.HeapAlloc) / (1 << 20) / nodes
 	sum.Memory.EndGoroutinesPerGateway = float64(runtime.NumGoroutine()) / nodes
+	sum.Memory.EndClassesPerGatewayMB = memoryClasses(rssMB(), nodes)
 	sum.DHT = r.dhtCheck(ctx)
 	sum.Handshakes.Total = r.handshakes()
 	sum.Memory.PeakRSSMB = max(sum.Memory.PeakRSSMB, procStatusMB("VmHWM:"))
@@ -678,6 +680,49 @@ func ScratchDir(pattern string) (string, error) {
 		}
 	}
 	return os.MkdirTemp("", pattern)
+}
+
+// memoryClasses splits the resident memory, in MB per node, into what the Go runtime
+// says it holds: heap objects (live, right after a GC), span fragmentation ("heap unused"),
+// goroutine stacks, the runtime's metadata (spans, GC bitmaps, per-P caches), free heap
+// pages it keeps, and the rest of the RSS (program text, data, C): the numbers say which
+// part a smaller gateway has to come from.
+func memoryClasses(rss, nodes float64) map[string]float64 {
+	mb := func(names ...string) float64 {
+		var b uint64
+		for _, n := range names {
+			b += uint64Metric("/memory/classes/" + n + ":bytes")
+		}
+		return float64(b) / (1 << 20)
+	}
+	c := map[string]float64{
+		"heap_objects":  mb("heap/objects"),
+		"heap_unused":   mb("heap/unused"),
+		"heap_free":     mb("heap/free"),
+		"stacks":        mb("heap/stacks", "os-stacks"),
+		"metadata":      mb("metadata/mcache/inuse", "metadata/mcache/free", "metadata/mspan/inuse", "metadata/mspan/free", "metadata/other"),
+		"runtime_other": mb("other", "profiling/buckets"),
+	}
+	goResident := mb("total") - mb("heap/released")
+	c["outside_go"] = max(0, rss-goResident)
+	for k, v := range c {
+		c[k] = v / nodes
+	}
+	return c
+}
+
+// memoryClassesLine prints memoryClasses largest first.
+func memoryClassesLine(c map[string]float64) string {
+	if len(c) == 0 {
+		return "not measured"
+	}
+	keys := slices.Collect(maps.Keys(c))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(c[b], c[a]) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.2f", strings.ReplaceAll(k, "_", " "), c[k])
+	}
+	return strings.Join(parts, ", ") + " MB per node"
 }
 
 // uint64Metric reads one of the runtime's uint64 metrics (0 if this Go has no such metric).

@@ -52,6 +52,9 @@ type Summary struct {
 		EndPerGatewayMB         float64 `json:"rss_end_per_node_mb"`
 		EndLiveHeapPerGatewayMB float64 `json:"live_heap_end_per_node_mb"`
 		EndGoroutinesPerGateway float64 `json:"goroutines_end_per_node"`
+		// Where the end state's memory is, per node (see memoryClasses): what to work on
+		// first to make gateways smaller.
+		EndClassesPerGatewayMB map[string]float64 `json:"classes_end_per_node_mb,omitempty"`
 	} `json:"memory"`
 	CPU struct {
 		CoresUsed        float64 `json:"cores_used"`         // average over the measured phase
@@ -258,6 +261,7 @@ func SummaryTable(s *Summary) report.Table {
 		{"kernel memory monitor", memoryMonitorText(s.MachineMemoryMonitors)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
+		{"memory at end by class", memoryClassesLine(s.Memory.EndClassesPerGatewayMB)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run (%d GC cycles, %.0f page faults/s, run-queue wait p99 %.2f ms), %.2f during start-up", s.CPU.CoresUsed, s.CPU.GCCycles, s.CPU.PageFaultsPerSecond, s.CPU.RunQueueWaitP99Ms, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}

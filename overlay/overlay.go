@@ -139,7 +139,6 @@ type Overlay struct {
 	log     *slog.Logger
 	host    host.Host
 	dht     *dht.IpfsDHT
-	ps      *pubsub.PubSub
 	mdns    mdns.Service
 	prox    *proximity
 	metrics *metrics
@@ -151,14 +150,17 @@ type Overlay struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
+	// GossipSub starts with the first topic (see Topic); until then ps is nil.
 	topicsMu sync.Mutex
+	psOpts   []pubsub.Option
+	ps       *pubsub.PubSub
 	topics   map[string]*pubsub.Topic
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// New starts the libp2p host, DHT and pubsub. Discovery and bootstrapping run in Serve.
+// New starts the libp2p host and DHT (GossipSub waits for the first topic). Discovery and bootstrapping run in Serve.
 // On error, whatever was already started is stopped.
 func New(cfg Config) (_ *Overlay, err error) {
 	cfg.setDefaults()
@@ -294,11 +296,7 @@ func New(cfg Config) (_ *Overlay, err error) {
 	// per CPU for topics whose few messages are small: one of each is plenty, and saves a
 	// gateway 8 goroutine stacks (about 64 KB, 7 % of its goroutines).
 	params.Connectors = 1
-	psOpts := []pubsub.Option{pubsub.WithGossipSubParams(params), pubsub.WithValidateWorkers(1)}
-	o.ps, err = pubsub.NewGossipSub(o.ctx, o.host, psOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
-	}
+	o.psOpts = []pubsub.Option{pubsub.WithGossipSubParams(params), pubsub.WithValidateWorkers(1)}
 	o.metrics = newMetrics(cfg.Registerer, o)
 	o.prox, err = newProximity(o.host, cfg.Labels, cfg.Version, o.log, o.metrics)
 	if err != nil {
@@ -560,6 +558,17 @@ func (o *Overlay) Topic(name string) (*pubsub.Topic, error) {
 	if t, ok := o.topics[name]; ok {
 		return t, nil
 	}
+	if o.ps == nil {
+		// Started on first use: GossipSub opens a stream to every connected peer that speaks
+		// it and keeps three goroutines per peer, half of what a connection costs a gateway,
+		// for nothing while no app on the node has a topic. A node that starts it later
+		// announces the protocol by identify push, and its peers open their streams then.
+		ps, err := pubsub.NewGossipSub(o.ctx, o.host, o.psOpts...)
+		if err != nil {
+			return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+		}
+		o.ps = ps
+	}
 	t, err := o.ps.Join(name)
 	if err != nil {
 		return nil, err
@@ -568,8 +577,16 @@ func (o *Overlay) Topic(name string) (*pubsub.Topic, error) {
 	return t, nil
 }
 
-// PubSubPeers is the number of peers we share at least one topic with.
-func (o *Overlay) PubSubPeers() int { return len(o.ps.ListPeers("")) }
+// PubSubPeers is the number of peers we share at least one topic with (0 until an app
+// joins a topic, see Topic).
+func (o *Overlay) PubSubPeers() int {
+	o.topicsMu.Lock()
+	defer o.topicsMu.Unlock()
+	if o.ps == nil {
+		return 0
+	}
+	return len(o.ps.ListPeers(""))
+}
 
 // Close stops everything New and Serve started. It is safe to call more than once.
 func (o *Overlay) Close() error {

@@ -216,7 +216,8 @@ func goleakOptions() []goleak.Option {
 }
 
 // TestFleetEventsGossip: an event published on the fleet topic by one gateway reaches the
-// others over GossipSub.
+// others over GossipSub, which the nodes start only when they join their first topic,
+// after they are connected (peers learn of it by identify push).
 func TestFleetEventsGossip(t *testing.T) {
 	checkLeaks(t)
 	quic := []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")}
@@ -224,6 +225,24 @@ func TestFleetEventsGossip(t *testing.T) {
 	nodes := []*overlay.Overlay{seed}
 	for range 3 {
 		nodes = append(nodes, startNode(t, overlay.Config{ListenAddrs: quic, Bootstrap: []peer.AddrInfo{addrInfo(seed)}}))
+	}
+	eventually(t, 20*time.Second, "every node to be connected", func() bool {
+		for _, o := range nodes {
+			if len(o.Host().Network().Peers()) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for i, o := range nodes {
+		for _, p := range o.Host().Mux().Protocols() {
+			if strings.Contains(string(p), "meshsub") {
+				t.Fatalf("node %d speaks %s before any app joined a topic", i, p)
+			}
+		}
+		if n := o.PubSubPeers(); n != 0 {
+			t.Fatalf("node %d has %d pubsub peers before any app joined a topic", i, n)
+		}
 	}
 	var subs []*pubsub.Subscription
 	for _, o := range nodes {
