@@ -1,7 +1,6 @@
 package emulator
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -709,20 +708,6 @@ func memoryClasses(rss, nodes float64) map[string]float64 {
 		c[k] = v / nodes
 	}
 	return c
-}
-
-// memoryClassesLine prints memoryClasses largest first.
-func memoryClassesLine(c map[string]float64) string {
-	if len(c) == 0 {
-		return "not measured"
-	}
-	keys := slices.Collect(maps.Keys(c))
-	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(c[b], c[a]) })
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s %.2f", strings.ReplaceAll(k, "_", " "), c[k])
-	}
-	return strings.Join(parts, ", ") + " MB per node"
 }
 
 // uint64Metric reads one of the runtime's uint64 metrics (0 if this Go has no such metric).

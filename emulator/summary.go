@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -261,7 +262,7 @@ func SummaryTable(s *Summary) report.Table {
 		{"kernel memory monitor", memoryMonitorText(s.MachineMemoryMonitors)},
 		{"memory", fmt.Sprintf("peak RSS %.0f MB; after start-up %.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.PeakRSSMB, s.Memory.RSSAfterStartMB, s.Memory.PerGatewayMB, s.Memory.LiveHeapPerGatewayMB, s.Memory.GoroutinesPerGateway)},
 		{"memory at end", fmt.Sprintf("%.0f MB = %.2f MB per node (live heap %.2f MB, %.0f goroutines per node)", s.Memory.RSSEndMB, s.Memory.EndPerGatewayMB, s.Memory.EndLiveHeapPerGatewayMB, s.Memory.EndGoroutinesPerGateway)},
-		{"memory at end by class", memoryClassesLine(s.Memory.EndClassesPerGatewayMB)},
+		{"memory at end by class", memoryClassesText(s.Memory.EndClassesPerGatewayMB)},
 		{"CPU", fmt.Sprintf("%.2f cores during the run (%d GC cycles, %.0f page faults/s, run-queue wait p99 %.2f ms), %.2f during start-up", s.CPU.CoresUsed, s.CPU.GCCycles, s.CPU.PageFaultsPerSecond, s.CPU.RunQueueWaitP99Ms, s.CPU.StartupCoresUsed)},
 		{"packets", fmt.Sprintf("%d sent, %d delivered, %d dropped", s.Network.Sent, s.Network.Delivered, s.Network.Dropped.Total())},
 	}
@@ -280,6 +281,20 @@ func memoryMonitorText(monitors []string) string {
 		return "none running"
 	}
 	return strings.Join(monitors, "; ") + ": its scans of the process's pages hold a processor for milliseconds at a time (docs/emulator.md)"
+}
+
+// memoryClassesText prints memoryClasses largest first.
+func memoryClassesText(c map[string]float64) string {
+	if len(c) == 0 {
+		return "not measured"
+	}
+	keys := slices.Collect(maps.Keys(c))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(c[b], c[a]) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %.2f", strings.ReplaceAll(k, "_", " "), c[k])
+	}
+	return strings.Join(parts, ", ") + " MB per node"
 }
 
 func timerCanaryText(f *LatenessFigures) string {

@@ -160,8 +160,9 @@ type Overlay struct {
 	closeErr  error
 }
 
-// New starts the libp2p host and DHT (GossipSub waits for the first topic). Discovery and bootstrapping run in Serve.
-// On error, whatever was already started is stopped.
+// New starts the libp2p host and DHT; GossipSub waits for the first topic (Topic).
+// Discovery and bootstrapping run in Serve. On error, whatever was already started is
+// stopped.
 func New(cfg Config) (_ *Overlay, err error) {
 	cfg.setDefaults()
 	if cfg.PrivKey == nil {
