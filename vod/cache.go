@@ -290,7 +290,7 @@ func (a *App) preplace(ctx context.Context, e *catalog.Entry, prefix int64, with
 				}
 			}
 			if i >= 0 && ti.startInflight(i) {
-				err := a.fetchPiece(ctx, ti, i, reason)
+				err := a.fetchPiece(ctx, ti, i, reason, 0)
 				ti.endInflight(i)
 				if err != nil && ctx.Err() == nil {
 					a.log.Debug("push: origin failed; going on with peers", "title", e.Name, "piece", i, "err", err)

@@ -7,6 +7,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 const (
@@ -30,6 +32,13 @@ type OriginFetch struct {
 	Piece  int
 	Bytes  int64
 	Reason string // "startup", "deadline", "push" or "prefix" (a prefix push)
+	// Due is how long the piece had until its playback deadline when the fill began ("deadline"
+	// fills; 0 for "startup", whose player waits for it now, and for pushes): what "in time"
+	// meant for this piece.
+	Due time.Duration
+	// Holders are the BitTorrent peers of the title that held the piece when it was fetched
+	// (the connected peers the deadline logic judged too slow, or none).
+	Holders []peer.ID
 }
 
 // scheduleDeadlines runs every tick for the nanodc strategy: for each stream, the pieces due
@@ -99,7 +108,7 @@ func (a *App) scheduleStream(s *stream, now time.Time) {
 		if now.Sub(s.created) >= discoveryGrace {
 			ti.markShort(now)
 		}
-		a.fillFromOrigin(ti, i, "deadline")
+		a.fillFromOrigin(ti, i, "deadline", slack)
 	}
 }
 
@@ -119,7 +128,7 @@ func (a *App) startPlayback(s *stream) {
 	if a.opts.Strategy == StrategyNanodc && ti.t.Info() != nil {
 		if i := int(s.position() / ti.entry.PieceLength); i < ti.t.NumPieces() &&
 			!ti.t.Piece(i).State().Complete && a.peerHolders(ti, i) == 0 {
-			first = a.fillFromOrigin(ti, i, "startup")
+			first = a.fillFromOrigin(ti, i, "startup", 0)
 		}
 	}
 	a.discoverAfter(ti, first)
@@ -134,6 +143,19 @@ func (a *App) peerHolders(ti *title, i int) int {
 		}
 	}
 	return n
+}
+
+// holderIDs lists the connected peers that hold piece i.
+func (a *App) holderIDs(ti *title, i int) []peer.ID {
+	var ids []peer.ID
+	for _, pc := range ti.t.PeerConns() {
+		if pc.PeerPieces().Contains(uint32(i)) {
+			if id, err := a.tr.peerOf(pc.RemoteAddr.String()); err == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
 }
 
 // peerETA estimates when the connected peers will have completed piece `to`, pieces from
@@ -168,7 +190,7 @@ func pieceSize(ti *title, i int) int64 {
 // torrent's storage and has anacrolix hash-check it: a piece from the origin is verified like
 // any other before a player or a peer sees it. The returned channel closes when the fill
 // ends (nil when a fill of the piece already runs).
-func (a *App) fillFromOrigin(ti *title, i int, reason string) <-chan struct{} {
+func (a *App) fillFromOrigin(ti *title, i int, reason string, due time.Duration) <-chan struct{} {
 	if !ti.startInflight(i) {
 		return nil
 	}
@@ -176,7 +198,7 @@ func (a *App) fillFromOrigin(ti *title, i int, reason string) <-chan struct{} {
 	a.wg.Go(func() {
 		defer close(done)
 		defer ti.endInflight(i)
-		if err := a.fetchPiece(a.ctx, ti, i, reason); err != nil && a.ctx.Err() == nil {
+		if err := a.fetchPiece(a.ctx, ti, i, reason, due); err != nil && a.ctx.Err() == nil {
 			a.log.Warn("vod: origin gap fill", "title", ti.entry.Name, "piece", i, "err", err)
 			a.metrics.originErrors.Inc()
 		}
@@ -192,27 +214,27 @@ var errFillHash = errors.New("failed its hash check")
 
 // fetchPiece fills piece i from the origin: only the blocks no peer has written yet, and the
 // whole piece when that fails its hash check (a peer's block kept from before the fill was bad).
-func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string) error {
+func (a *App) fetchPiece(ctx context.Context, ti *title, i int, reason string, due time.Duration) error {
 	size := pieceSize(ti, i)
 	ranges := a.storage.missing(pieceKey{ti.t.InfoHash(), i}, size, maxFillRanges)
 	if len(ranges) == 0 {
 		return nil // every block is written: anacrolix is checking the piece
 	}
-	err := a.fillPiece(ctx, ti, i, reason, ranges)
+	err := a.fillPiece(ctx, ti, i, reason, due, ranges)
 	if errors.Is(err, errFillHash) && (len(ranges) > 1 || ranges[0].len() < size) {
-		err = a.fillPiece(ctx, ti, i, reason, []byteRange{{0, size}})
+		err = a.fillPiece(ctx, ti, i, reason, due, []byteRange{{0, size}})
 	}
 	return err
 }
 
-func (a *App) fillPiece(ctx context.Context, ti *title, i int, reason string, ranges []byteRange) error {
+func (a *App) fillPiece(ctx context.Context, ti *title, i int, reason string, due time.Duration, ranges []byteRange) error {
 	t := ti.t
 	var want int64
 	for _, r := range ranges {
 		want += r.len()
 	}
 	if hook := a.opts.OnOriginFetch; hook != nil {
-		hook(OriginFetch{CID: ti.entry.CID, Piece: i, Bytes: want, Reason: reason})
+		hook(OriginFetch{CID: ti.entry.CID, Piece: i, Bytes: want, Reason: reason, Due: due, Holders: a.holderIDs(ti, i)})
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -42,7 +42,7 @@ func (a *App) WritePeerBlockForTest(ref string, i int, off int64, data []byte) e
 // FillFromOriginForTest runs one deadline gap fill of piece i to its end.
 func (a *App) FillFromOriginForTest(ref string, i int) error {
 	ti, _ := a.lookup(ref)
-	return a.fetchPiece(context.Background(), ti, i, "deadline")
+	return a.fetchPiece(context.Background(), ti, i, "deadline", time.Second)
 }
 
 // PieceCompleteForTest tells whether piece i verified.

@@ -67,10 +67,14 @@ type Summary struct {
 	// LocalBytes were read by viewers from their own gateway's cache (pushed replicas).
 	LocalBytes int64 `json:"local_bytes"`
 	// GapFillBytes are the nanodc strategy's deadline fetches from the origin, and
-	// UnavoidableBytes those of them that no other gateway could have supplied: none held the
-	// piece with a bitrate's worth of upload capacity unused in the last second.
-	GapFillBytes     int64 `json:"gap_fill_bytes"`
-	UnavoidableBytes int64 `json:"unavoidable_origin_bytes"`
+	// UnavoidableBytes those of them that no peers could have supplied in time: by the
+	// piece's deadline (the startup goal, 1 s, for a stream's first piece), the uplink the
+	// holders left unused in the last second, all of it and with no time to connect, would
+	// not have carried the piece. UnavoidableByRateBytes is the earlier, deadline-blind
+	// figure: no holder had a bitrate's worth of spare uplink.
+	GapFillBytes           int64 `json:"gap_fill_bytes"`
+	UnavoidableBytes       int64 `json:"unavoidable_origin_bytes"`
+	UnavoidableByRateBytes int64 `json:"unavoidable_origin_bytes_by_rate"`
 	// NoHolderBytes are gap fills no other gateway held at all (busy holders aside), and
 	// GapFillByTitle the gap-fill bytes per title, most popular first: where the origin's
 	// bytes went, and whether placement or uplink capacity was short.
@@ -78,6 +82,11 @@ type Summary struct {
 	// AvoidableByReason splits the gap fills a holder with spare uplink could have served
 	// by why they were fetched ("startup", "deadline"): which mechanism to sharpen.
 	AvoidableByReason map[string]int64 `json:"avoidable_origin_bytes_by_reason,omitempty"`
+	// AvoidableByHolder splits them by fetch reason and where the nearest holder with spare
+	// uplink was ("deadline/0-torrent-peer": a peer of the title's swarm; "1-neighbour-…": an
+	// overlay neighbour outside it; "2-same-isp", "3-other-isp": not connected): whether
+	// using peers better or finding more of them would help.
+	AvoidableByHolder map[string]int64 `json:"avoidable_origin_bytes_by_holder,omitempty"`
 	GapFillByTitle    []int64          `json:"gap_fill_bytes_by_title,omitempty"`
 	OriginServerBytes int64            `json:"origin_server_bytes"` // what the origin itself counted, pushes included
 	PushErrors        []string         `json:"push_errors,omitempty"`
@@ -196,7 +205,9 @@ func (w *workload) Summary() any {
 		s.OffloadRatio = float64(useful) / float64(network)
 	}
 	s.GapFillBytes, s.UnavoidableBytes, s.NoHolderBytes = w.gapFills, w.unavoidable, w.noHolder
+	s.UnavoidableByRateBytes = w.unavoidableByRate
 	s.AvoidableByReason = maps.Clone(w.avoidableByReason)
+	s.AvoidableByHolder = maps.Clone(w.avoidableByHolder)
 	if w.gapFills > 0 {
 		s.GapFillByTitle = make([]int64, len(w.entries))
 		for i, e := range w.entries {
@@ -348,8 +359,9 @@ func rowsOf(s Summary) [][]string {
 		{"titles pushed (whole) / replicas / prefixes in place after", fmt.Sprintf("%d (%d) / %.1f / %.1f s (%d of %d prefixes whole)",
 			len(s.Pushed), wholeTitles(s.Pushed), s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
-		{"gap fills / of which no peer held (with spare uplink / at all)", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " / " + mb(s.NoHolderBytes)},
+		{"gap fills / no peers could send in time (by rate alone) / no holder at all", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " (" + mb(s.UnavoidableByRateBytes) + ") / " + mb(s.NoHolderBytes)},
 		{"avoidable gap fills by reason", avoidableText(s.AvoidableByReason)},
+		{"avoidable gap fills by nearest spare holder", avoidableText(s.AvoidableByHolder)},
 	}
 }
 
@@ -394,7 +406,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("cross-ISP MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.CrossISPBytes)/1e6) })
 	row("push origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PushOriginBytes)/1e6) })
 	row("local cache MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.LocalBytes)/1e6) })
-	row("gap fills MB (no peer held / at all)", func(s Summary) string {
+	row("gap fills MB (not in time / no holder)", func(s Summary) string {
 		return fmt.Sprintf("%.1f (%.1f / %.1f)", float64(s.GapFillBytes)/1e6, float64(s.UnavoidableBytes)/1e6, float64(s.NoHolderBytes)/1e6)
 	})
 	offload := report.Plot{Title: "Offload over time", Kind: report.Line, XLabel: "time (s)", YLabel: "peer share of video bytes"}

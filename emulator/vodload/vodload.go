@@ -28,6 +28,7 @@ import (
 	"weak"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"gopkg.in/yaml.v3"
 
@@ -152,7 +153,7 @@ func New(params *yaml.Node) (emulator.Workload, error) {
 		}
 	}
 	return &workload{p: p, stats: map[*emulator.Gateway]*gwCounters{}, sliceSetup: map[*emulator.Gateway]sliceSetup{},
-		replicas: map[int]map[*emulator.Gateway]bool{}, pushedWhole: map[int]bool{}, gapFillsByCID: map[string]int64{}, avoidableByReason: map[string]int64{}}, nil
+		replicas: map[int]map[*emulator.Gateway]bool{}, pushedWhole: map[int]bool{}, gapFillsByCID: map[string]int64{}, avoidableByReason: map[string]int64{}, avoidableByHolder: map[string]int64{}}, nil
 }
 
 // originIP is where the provider's origin sits in the datacenter.
@@ -173,12 +174,17 @@ type workload struct {
 	mu          sync.Mutex
 	stats       map[*emulator.Gateway]*gwCounters
 	sessions    []*session
-	unavoidable int64 // origin bytes no other gateway held at the time of the fetch
-	gapFills    int64 // origin bytes of deadline gap fills
-	noHolder    int64 // of which no other gateway held the piece at all
+	unavoidable int64 // origin bytes no peers could have supplied by the piece's deadline
+	// origin bytes no other gateway held with a bitrate's worth of spare uplink (the
+	// deadline aside: the figure before session 21)
+	unavoidableByRate int64
+	gapFills          int64 // origin bytes of deadline gap fills
+	noHolder          int64 // of which no other gateway held the piece at all
 	// avoidable gap-fill bytes (a holder had uplink to spare) by fetch reason: which
 	// mechanism spends the origin's bytes beyond the unavoidable
 	avoidableByReason map[string]int64
+	// the same bytes by where the nearest holder with uplink to spare was (holderPlace)
+	avoidableByHolder map[string]int64
 	// gap-fill bytes by title CID: which titles the origin's viewing-phase bytes went to
 	gapFillsByCID map[string]int64
 	pushBytes     int64 // origin bytes of pushes
@@ -275,7 +281,22 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 		w.mu.Unlock()
 		return
 	}
-	heldAtAll, heldWithSpare := false, false
+	// "In time" is the piece's deadline: the time it had left for a deadline fill, and the
+	// startup goal for a stream's first piece (its player waits for it now). Peers could have
+	// supplied it if the holders' uplink left unused in the last second, all of it, would
+	// have carried the piece by then, even with no time spent connecting: the most any swarm
+	// could have done. (The figure before session 21 asked only for one holder with a
+	// bitrate's worth of spare uplink, whatever the deadline; kept as UnavoidableByRateBytes.
+	// No ADSL2+ holder can send a 128 KiB piece due in 0.5 s, spare uplink or not.)
+	due := f.Due
+	if f.Reason == "startup" {
+		due = startupGoal
+	}
+	heldAtAll, heldWithRate := false, false
+	spare := 0.0
+	// where the nearest holder with spare uplink was: what the stream would have had to do
+	// to use it (ask a peer it had, connect to one of its ISP, or cross the ISP border)
+	spareWhere := ""
 	for _, g := range w.env.Fleet.Gateways {
 		if g == self {
 			continue
@@ -283,27 +304,63 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 		if app := w.app(g.Node()); app != nil && app.HasPiece(f.CID, f.Piece) {
 			heldAtAll = true
 			w.mu.Lock()
-			spare := w.spareUp[g]
+			s := w.spareUp[g]
 			w.mu.Unlock()
-			// A holder could have supplied the piece in time only with upload capacity to spare.
-			if spare >= float64(w.p.BitrateBps)/8 {
-				heldWithSpare = true
-				break
+			if s <= 0 {
+				continue
+			}
+			spare += s
+			heldWithRate = heldWithRate || s >= float64(w.p.BitrateBps)/8
+			if where := holderPlace(self, g, f.Holders); spareWhere == "" || where < spareWhere {
+				spareWhere = where
 			}
 		}
 	}
+	inTime := spare*due.Seconds() >= float64(f.Bytes)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.gapFills += f.Bytes
 	w.gapFillsByCID[f.CID] += f.Bytes
-	if !heldWithSpare {
+	if !heldWithRate {
+		w.unavoidableByRate += f.Bytes
+	}
+	if !inTime {
 		w.unavoidable += f.Bytes
 	} else {
 		w.avoidableByReason[f.Reason] += f.Bytes
+		w.avoidableByHolder[f.Reason+"/"+spareWhere] += f.Bytes
 	}
 	if !heldAtAll {
 		w.noHolder += f.Bytes
 	}
+}
+
+// startupGoal is what "in time" means for a stream's first piece: the startup goal
+// (p95 <= 1 s).
+const startupGoal = time.Second
+
+// holderPlace says how far a holder was from the gateway that fetched from the origin, in
+// an order where less is nearer: "0-torrent-peer" (a peer of the title's swarm the deadline
+// logic found too slow), "1-neighbour-same-isp" and "1-neighbour-other-isp" (an overlay
+// neighbour outside the title's swarm), "2-same-isp", "3-other-isp" (not connected).
+func holderPlace(self, holder *emulator.Gateway, torrentPeers []peer.ID) string {
+	o, h := self.Overlay(), holder.Overlay()
+	if o == nil || h == nil {
+		return "3-other-isp"
+	}
+	if slices.Contains(torrentPeers, h.ID()) {
+		return "0-torrent-peer"
+	}
+	same := self.ISP == holder.ISP
+	switch {
+	case o.Host().Network().Connectedness(h.ID()) == network.Connected && same:
+		return "1-neighbour-same-isp"
+	case o.Host().Network().Connectedness(h.ID()) == network.Connected:
+		return "1-neighbour-other-isp"
+	case same:
+		return "2-same-isp"
+	}
+	return "3-other-isp"
 }
 
 var _ emulator.Warmer = (*workload)(nil)

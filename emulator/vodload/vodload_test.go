@@ -141,6 +141,19 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if nano.NoHolderBytes > nano.UnavoidableBytes || nano.UnavoidableBytes > nano.GapFillBytes {
 		t.Errorf("no holder %d, unavoidable %d, gap fills %d: want each part of the next", nano.NoHolderBytes, nano.UnavoidableBytes, nano.GapFillBytes)
 	}
+	if nano.NoHolderBytes > nano.UnavoidableByRateBytes || nano.UnavoidableByRateBytes > nano.GapFillBytes {
+		t.Errorf("no holder %d, unavoidable by rate %d, gap fills %d: want each part of the next", nano.NoHolderBytes, nano.UnavoidableByRateBytes, nano.GapFillBytes)
+	}
+	var avoidable, avoidableByHolder int64
+	for _, b := range nano.AvoidableByReason {
+		avoidable += b
+	}
+	for _, b := range nano.AvoidableByHolder {
+		avoidableByHolder += b
+	}
+	if avoidable != nano.GapFillBytes-nano.UnavoidableBytes || avoidableByHolder != avoidable {
+		t.Errorf("avoidable by reason %d, by holder %d; gap fills %d - unavoidable %d", avoidable, avoidableByHolder, nano.GapFillBytes, nano.UnavoidableBytes)
+	}
 	if nano.PeerWastedBytes > nano.PeerBytes || nano.LocalBytes < 0 {
 		t.Errorf("wasted %d of %d peer bytes, local %d", nano.PeerWastedBytes, nano.PeerBytes, nano.LocalBytes)
 	}
