@@ -75,6 +75,10 @@ type Summary struct {
 	GapFillBytes           int64 `json:"gap_fill_bytes"`
 	UnavoidableBytes       int64 `json:"unavoidable_origin_bytes"`
 	UnavoidableByRateBytes int64 `json:"unavoidable_origin_bytes_by_rate"`
+	// OriginPerUnavoidable is the issue's origin goal as one figure (<= 1.05): origin bytes
+	// while viewing ÷ UnavoidableBytes (0 when nothing was unavoidable, as for the baselines,
+	// whose fetches are not gap fills).
+	OriginPerUnavoidable float64 `json:"origin_per_unavoidable,omitempty"`
 	// NoHolderBytes are gap fills no other gateway held at all (busy holders aside), and
 	// GapFillByTitle the gap-fill bytes per title, most popular first: where the origin's
 	// bytes went, and whether placement or uplink capacity was short.
@@ -206,6 +210,9 @@ func (w *workload) Summary() any {
 	}
 	s.GapFillBytes, s.UnavoidableBytes, s.NoHolderBytes = w.gapFills, w.unavoidable, w.noHolder
 	s.UnavoidableByRateBytes = w.unavoidableByRate
+	if s.UnavoidableBytes > 0 {
+		s.OriginPerUnavoidable = float64(s.OriginBytes) / float64(s.UnavoidableBytes)
+	}
 	s.AvoidableByReason = maps.Clone(w.avoidableByReason)
 	s.AvoidableByHolder = maps.Clone(w.avoidableByHolder)
 	if w.gapFills > 0 {
@@ -360,9 +367,18 @@ func rowsOf(s Summary) [][]string {
 			len(s.Pushed), wholeTitles(s.Pushed), s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
 		{"gap fills / no peers could send in time (by rate alone) / no holder at all", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " (" + mb(s.UnavoidableByRateBytes) + ") / " + mb(s.NoHolderBytes)},
+		{"origin ÷ no peers could send in time (goal <= 1.05)", perUnavoidable(s)},
 		{"avoidable gap fills by reason", avoidableText(s.AvoidableByReason)},
 		{"avoidable gap fills by nearest spare holder", avoidableText(s.AvoidableByHolder)},
 	}
+}
+
+// perUnavoidable formats OriginPerUnavoidable, "–" where there were no gap fills to judge.
+func perUnavoidable(s Summary) string {
+	if s.OriginPerUnavoidable == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f×", s.OriginPerUnavoidable)
 }
 
 // avoidableText lists the avoidable gap-fill bytes by reason, largest first.
@@ -409,6 +425,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("gap fills MB (not in time / no holder)", func(s Summary) string {
 		return fmt.Sprintf("%.1f (%.1f / %.1f)", float64(s.GapFillBytes)/1e6, float64(s.UnavoidableBytes)/1e6, float64(s.NoHolderBytes)/1e6)
 	})
+	row("origin ÷ not in time", perUnavoidable)
 	offload := report.Plot{Title: "Offload over time", Kind: report.Line, XLabel: "time (s)", YLabel: "peer share of video bytes"}
 	origin := report.Plot{Title: "Origin traffic over time", Kind: report.Line, XLabel: "time (s)", YLabel: "Mbit/s"}
 	startup := report.Plot{Title: "Startup delay", Kind: report.CDF, XLabel: "startup (s)"}

@@ -144,6 +144,9 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if nano.NoHolderBytes > nano.UnavoidableByRateBytes || nano.UnavoidableByRateBytes > nano.GapFillBytes {
 		t.Errorf("no holder %d, unavoidable by rate %d, gap fills %d: want each part of the next", nano.NoHolderBytes, nano.UnavoidableByRateBytes, nano.GapFillBytes)
 	}
+	if want := float64(nano.OriginBytes) / float64(nano.UnavoidableBytes); nano.UnavoidableBytes > 0 && nano.OriginPerUnavoidable != want || cdn.OriginPerUnavoidable != 0 {
+		t.Errorf("origin per unavoidable: nanodc %.3f (want %.3f), cdn-only %.3f (want none)", nano.OriginPerUnavoidable, want, cdn.OriginPerUnavoidable)
+	}
 	var avoidable, avoidableByHolder int64
 	for _, b := range nano.AvoidableByReason {
 		avoidable += b
