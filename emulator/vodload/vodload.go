@@ -351,11 +351,11 @@ func holderPlace(self, holder *emulator.Gateway, torrentPeers []peer.ID) string 
 	if slices.Contains(torrentPeers, h.ID()) {
 		return "0-torrent-peer"
 	}
-	same := self.ISP == holder.ISP
+	neighbour, same := o.Host().Network().Connectedness(h.ID()) == network.Connected, self.ISP == holder.ISP
 	switch {
-	case o.Host().Network().Connectedness(h.ID()) == network.Connected && same:
+	case neighbour && same:
 		return "1-neighbour-same-isp"
-	case o.Host().Network().Connectedness(h.ID()) == network.Connected:
+	case neighbour:
 		return "1-neighbour-other-isp"
 	case same:
 		return "2-same-isp"
