@@ -584,11 +584,24 @@ func TestHostilePeerIsBanned(t *testing.T) {
 	}()
 	f.waitRoutable()
 	f.push(bad)
-	// Corrupt the hostile gateway's copy behind its back: its piece completion still says
-	// complete, so it serves the bad bytes to peers.
-	f.stopApp(bad)
+	f.corruptCopy(bad)
+	f.startApp(bad)
+	f.checkWhole(victim)
+	banned := victim.app.BannedPeers()
+	if len(banned) != 1 || banned[0] != bad.ov.ID() {
+		t.Fatalf("victim banned %v, want the hostile gateway %s", banned, bad.ov.ID())
+	}
+}
+
+// corruptCopy flips a byte in every 64 KiB of a gateway's title data behind its back (its
+// app stopped; the caller starts it again): its piece completion still says complete, so it
+// serves the bad bytes to peers.
+func (f *fixture) corruptCopy(g *gateway) {
+	t := f.t
+	t.Helper()
+	f.stopApp(g)
 	corrupted := 0
-	filepath.WalkDir(filepath.Join(bad.dir, "data"), func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(filepath.Join(g.dir, "data"), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -604,12 +617,6 @@ func TestHostilePeerIsBanned(t *testing.T) {
 	})
 	if corrupted == 0 {
 		t.Fatal("found no data file to corrupt")
-	}
-	f.startApp(bad)
-	f.checkWhole(victim)
-	banned := victim.app.BannedPeers()
-	if len(banned) != 1 || banned[0] != bad.ov.ID() {
-		t.Fatalf("victim banned %v, want the hostile gateway %s", banned, bad.ov.ID())
 	}
 }
 
