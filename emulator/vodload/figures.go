@@ -38,9 +38,14 @@ type Summary struct {
 	Sessions       int            `json:"sessions"`
 	FailedSessions int            `json:"failed_sessions"`
 	FailReasons    map[string]int `json:"fail_reasons,omitempty"`
-	OriginBytes    int64          `json:"origin_bytes"`
-	PeerBytes      int64          `json:"peer_bytes"`
-	CrossISPBytes  int64          `json:"cross_isp_bytes"`
+	// CheckedBytes are the bytes players received that were hashed against the torrent's
+	// piece hashes (all of them), and CorruptPieces the pieces that did not match: the issue's
+	// "no corrupted byte ever reaches a player", checked for every viewer (must be 0).
+	CheckedBytes  int64 `json:"checked_bytes"`
+	CorruptPieces int   `json:"corrupt_pieces"`
+	OriginBytes   int64 `json:"origin_bytes"`
+	PeerBytes     int64 `json:"peer_bytes"`
+	CrossISPBytes int64 `json:"cross_isp_bytes"`
 	// PeerWastedBytes came from peers but were not needed (a duplicate, or a piece the origin
 	// filled meanwhile): peer uplink spent for nothing. Part of PeerBytes.
 	PeerWastedBytes int64 `json:"peer_wasted_bytes"`
@@ -117,6 +122,9 @@ type ViewerFigures struct {
 	WatchedS float64 `json:"watched_s"`
 	Received int64   `json:"received_bytes"`
 	Failed   string  `json:"failed,omitempty"`
+	// StallsAtS are when the stalls began (seconds into the measured phase, the first
+	// maxStallTimes), to set beside the fault schedule and the time series.
+	StallsAtS []float64 `json:"stalls_at_s,omitempty"`
 }
 
 // Sample records the per-second series: offload, origin and peer rates, viewers, demand
@@ -265,9 +273,11 @@ func (w *workload) Summary() any {
 		if ss.active || ss.received > 0 || ss.failed != "" || ss.started {
 			s.Viewers = append(s.Viewers, ViewerFigures{Title: ss.title, Gateway: ss.gw.Name, ArrivalS: ss.arrival.Seconds(),
 				StartupS: ss.startup.Seconds(), Stalls: ss.stalls, StallS: ss.stall.Seconds(), WatchedS: ss.watched.Seconds(),
-				Received: ss.received, Failed: ss.failed})
+				Received: ss.received, Failed: ss.failed, StallsAtS: slices.Clone(ss.stallsAt)})
 		}
 		received += ss.received
+		s.CheckedBytes += ss.checked
+		s.CorruptPieces += ss.corrupt
 		ss.mu.Unlock()
 	}
 	if len(s.FailReasons) == 0 {
@@ -359,6 +369,7 @@ func rowsOf(s Summary) [][]string {
 		{"startup p50 / p95 / max", fmt.Sprintf("%.2f / %.2f / %.2f s", s.StartupS.P50, s.StartupS.P95, s.StartupS.Max)},
 		{"rebuffer ratio", fmt.Sprintf("%.4f (%d stalls, %.1f s of %.0f s watched)", s.RebufferRatio, s.Stalls, s.StallSeconds, s.WatchSeconds)},
 		{"sessions / failed", fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions)},
+		{"corrupt pieces at players (of bytes checked)", fmt.Sprintf("%d (%s)", s.CorruptPieces, mb(s.CheckedBytes))},
 		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
 		{"peer streams lost (connection gone under them)", fmt.Sprint(s.PeerStreamsLost)},
@@ -415,6 +426,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("rebuffer ratio", func(s Summary) string { return fmt.Sprintf("%.4f", s.RebufferRatio) })
 	row("stalls", func(s Summary) string { return fmt.Sprint(s.Stalls) })
 	row("sessions / failed", func(s Summary) string { return fmt.Sprintf("%d / %d", s.Sessions, s.FailedSessions) })
+	row("corrupt pieces at players", func(s Summary) string { return fmt.Sprint(s.CorruptPieces) })
 	row("origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.OriginBytes)/1e6) })
 	row("peer MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerBytes)/1e6) })
 	row("peer MB wasted", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerWastedBytes)/1e6) })

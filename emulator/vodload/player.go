@@ -29,8 +29,16 @@ type session struct {
 	stall     time.Duration
 	watched   time.Duration
 	received  int64
-	failed    string
+	// checked are the received bytes hashed against the torrent's piece hashes (whole pieces
+	// and the piece in progress), corrupt the pieces among them that did not match.
+	checked  int64
+	corrupt  int
+	failed   string
+	stallsAt []float64 // seconds into the measured phase, the first maxStallTimes
 }
+
+// maxStallTimes bounds the stall times a session keeps.
+const maxStallTimes = 32
 
 // play runs the player model: it requests the title, starts after StartupBuffer of video,
 // plays at the bitrate, stalls when its buffer runs dry and resumes after Rebuffer, reads
@@ -59,6 +67,11 @@ func (w *workload) play(ctx context.Context, s *session) {
 	abandoned := false
 	watchdog := time.AfterFunc(w.p.Abandon, func() { abandoned = true; cancel() })
 	defer watchdog.Stop()
+	check, err := newPieceCheck(e)
+	if err != nil {
+		s.fail(err.Error())
+		return
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		s.failOrEnd(ctx, abandoned, err)
@@ -91,6 +104,9 @@ func (w *workload) play(ctx context.Context, s *session) {
 				playing = false
 				stallStart = last.Add(empty)
 				s.stalls++
+				if len(s.stallsAt) < maxStallTimes {
+					s.stallsAt = append(s.stallsAt, (s.arrival + stallStart.Sub(t0)).Seconds())
+				}
 			}
 		}
 		last = now
@@ -98,9 +114,17 @@ func (w *workload) play(ctx context.Context, s *session) {
 	for {
 		nr, err := resp.Body.Read(buf)
 		now := time.Now()
+		check.write(buf[:nr])
 		s.mu.Lock()
 		advance(now)
 		s.received += int64(nr)
+		s.checked, s.corrupt = check.off, check.bad
+		if check.bad > 0 {
+			// A player shows what it gets: the session is lost, and the run says why.
+			s.failed = "corrupt data reached the player"
+			s.mu.Unlock()
+			return
+		}
 		if !playing {
 			need := w.p.Rebuffer
 			if !s.started {
@@ -126,6 +150,12 @@ func (w *workload) play(ctx context.Context, s *session) {
 				s.stall += now.Sub(stallStart)
 			}
 			s.mu.Unlock()
+			if ctx.Err() == nil && w.appGone(s.gw, app) {
+				// The viewer's own gateway was killed or restarted under the stream (a fault):
+				// said so, not as the transport's error.
+				s.fail("gateway went down mid-stream")
+				return
+			}
 			s.failOrEnd(ctx, abandoned, err)
 			return
 		}
@@ -253,3 +283,15 @@ type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "home-lan" }
+
+// appGone tells whether gateway g no longer runs app, waiting up to a second for a kill in
+// progress to show (the stream may end before the fleet marks the gateway down).
+func (w *workload) appGone(g *emulator.Gateway, app *vod.App) bool {
+	for range 10 {
+		if w.app(g.Node()) != app {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}

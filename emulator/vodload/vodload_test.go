@@ -157,6 +157,16 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if avoidable != nano.GapFillBytes-nano.UnavoidableBytes || avoidableByHolder != avoidable {
 		t.Errorf("avoidable by reason %d, by holder %d; gap fills %d - unavoidable %d", avoidable, avoidableByHolder, nano.GapFillBytes, nano.UnavoidableBytes)
 	}
+	// Every byte the players got was checked against the piece hashes, and none was corrupt.
+	for name, v := range map[string]Summary{"cdn-only": cdn, "nanodc": nano} {
+		var received int64
+		for _, vf := range v.Viewers {
+			received += vf.Received
+		}
+		if v.CorruptPieces != 0 || received == 0 || v.CheckedBytes != received {
+			t.Errorf("%s: %d corrupt pieces; %d of %d received bytes checked", name, v.CorruptPieces, v.CheckedBytes, received)
+		}
+	}
 	if nano.PeerWastedBytes > nano.PeerBytes || nano.LocalBytes < 0 {
 		t.Errorf("wasted %d of %d peer bytes, local %d", nano.PeerWastedBytes, nano.PeerBytes, nano.LocalBytes)
 	}
