@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash"
 
+	"github.com/anacrolix/torrent/metainfo"
+
 	"github.com/nanodc/nanodc/vod/catalog"
 )
 
@@ -15,12 +17,11 @@ import (
 // in the unit tests. A corrupt byte from any source (a peer, the origin, a storage or
 // gap-fill bug) fails the piece it is in.
 type pieceCheck struct {
-	hashes [][]byte // one SHA-1 per piece
-	plen   int64
-	size   int64
-	h      hash.Hash
-	off    int64 // bytes checked or being hashed so far
-	bad    int   // pieces whose bytes did not match
+	info metainfo.Info
+	size int64
+	h    hash.Hash
+	off  int64 // bytes checked or being hashed so far
+	bad  int   // pieces whose bytes did not match
 }
 
 func newPieceCheck(e *catalog.Entry) (*pieceCheck, error) {
@@ -32,15 +33,7 @@ func newPieceCheck(e *catalog.Entry) (*pieceCheck, error) {
 	if err != nil {
 		return nil, fmt.Errorf("title %q: info: %w", e.Name, err)
 	}
-	n := info.NumPieces()
-	if len(info.Pieces) != n*sha1.Size || info.PieceLength != e.PieceLength || info.TotalLength() != e.Size {
-		return nil, fmt.Errorf("title %q: info disagrees with the catalog entry", e.Name)
-	}
-	c := &pieceCheck{plen: e.PieceLength, size: e.Size, h: sha1.New()}
-	for i := range n {
-		c.hashes = append(c.hashes, info.Pieces[i*sha1.Size:(i+1)*sha1.Size])
-	}
-	return c, nil
+	return &pieceCheck{info: info, size: info.TotalLength(), h: sha1.New()}, nil
 }
 
 // write hashes the next bytes of the stream, checking each piece as its last byte arrives.
@@ -50,13 +43,14 @@ func (c *pieceCheck) write(b []byte) {
 			c.bad++ // bytes past the end of the title
 			return
 		}
-		end := min(c.size, (c.off/c.plen+1)*c.plen) // end of the current piece
+		p := c.info.Piece(int(c.off / c.info.PieceLength))
+		end := p.Offset() + p.Length()
 		n := min(int64(len(b)), end-c.off)
 		c.h.Write(b[:n])
 		c.off += n
 		b = b[n:]
 		if c.off == end {
-			if !bytes.Equal(c.h.Sum(nil), c.hashes[(end-1)/c.plen]) {
+			if want := p.V1Hash(); !want.Ok || !bytes.Equal(c.h.Sum(nil), want.Value[:]) {
 				c.bad++
 			}
 			c.h.Reset()
