@@ -150,8 +150,10 @@ type Options struct {
 	// AnnounceJitter is the most a gateway waits, at random, before announcing itself as a
 	// VoD gateway in the DHT. Default 10 s; negative: no wait.
 	AnnounceJitter time.Duration
-	// OnOriginFetch, when set, is told about every piece fetched from the origin.
-	OnOriginFetch func(OriginFetch)
+	// OnOriginFetch, when set, is told about every piece fetched from the origin as the fetch
+	// starts; the function it returns, when not nil, is called as the fetch ends with the
+	// bytes actually received (fewer than asked when it failed or was given up as stalled).
+	OnOriginFetch func(OriginFetch) (done func(received int64))
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
 }
@@ -961,6 +963,22 @@ func (p pacedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}{ratelimit.Reader(resp.Body, p.lim), resp.Body}
 	}
 	return resp, err
+}
+
+// ResetConnections passes the origin stall watchdog's reset on (see ConnResetter).
+func (p pacedTransport) ResetConnections() {
+	if r, ok := p.rt.(ConnResetter); ok {
+		r.ResetConnections()
+	} else {
+		p.CloseIdleConnections()
+	}
+}
+
+// CloseIdleConnections passes http.Client.CloseIdleConnections on.
+func (p pacedTransport) CloseIdleConnections() {
+	if c, ok := p.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // countingTransport counts the body bytes anacrolix's webseed client reads from the origin.

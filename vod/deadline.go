@@ -233,8 +233,9 @@ func (a *App) fillPiece(ctx context.Context, ti *title, i int, reason string, du
 	for _, r := range ranges {
 		want += r.len()
 	}
+	var fetched func(int64)
 	if hook := a.opts.OnOriginFetch; hook != nil {
-		hook(OriginFetch{CID: ti.entry.CID, Piece: i, Bytes: want, Reason: reason, Due: due, Holders: a.holderIDs(ti, i)})
+		fetched = hook(OriginFetch{CID: ti.entry.CID, Piece: i, Bytes: want, Reason: reason, Due: due, Holders: a.holderIDs(ti, i)})
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -247,8 +248,13 @@ func (a *App) fillPiece(ctx context.Context, ti *title, i int, reason string, du
 	}
 	wg.Wait()
 	a.metrics.originFetches.WithLabelValues(reason).Inc()
+	var got int64
 	for _, b := range parts {
-		ti.counters.originBytes.Add(int64(len(b)))
+		got += int64(len(b))
+	}
+	ti.counters.originBytes.Add(got)
+	if fetched != nil {
+		fetched(got)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

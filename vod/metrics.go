@@ -15,6 +15,7 @@ type metrics struct {
 	startup       prometheus.Histogram
 	originFetches *prometheus.CounterVec
 	originErrors  prometheus.Counter
+	originResets  prometheus.Counter
 	banned        prometheus.Gauge
 	cacheBytes    prometheus.Gauge
 	collectors    []prometheus.Collector
@@ -54,6 +55,10 @@ func newMetrics(reg prometheus.Registerer, a *App) *metrics {
 		originErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanodc_vod_origin_errors_total", Help: "Origin fetches that failed.",
 		}),
+		originResets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nanodc_vod_origin_resets_total",
+			Help: "Times the origin connections were dropped and redialled because no byte came for a stall period (an outage on the way to the origin).",
+		}),
 		banned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nanodc_vod_banned_peers", Help: "Peers banned for sending data that failed a hash check.",
 		}),
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, a *App) *metrics {
 		Help: "Peer-wire streams that ended because their connection went away under them.",
 	}, func() float64 { return float64(a.streamsLost.Load()) })
 	m.collectors = []prometheus.Collector{m.received, m.served, m.uploaded, m.streams, m.stalls,
-		m.startup, m.originFetches, m.originErrors, m.banned, m.cacheBytes, lost}
+		m.startup, m.originFetches, m.originErrors, m.originResets, m.banned, m.cacheBytes, lost}
 	if reg != nil {
 		for _, c := range m.collectors {
 			if err := reg.Register(c); err != nil {

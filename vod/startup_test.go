@@ -23,10 +23,11 @@ type fetchLog struct {
 	fetches []vod.OriginFetch
 }
 
-func (l *fetchLog) add(f vod.OriginFetch) {
+func (l *fetchLog) add(f vod.OriginFetch) func(int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.fetches = append(l.fetches, f)
+	return nil
 }
 
 // startups lists the pieces fetched for a stream's start.

@@ -265,21 +265,24 @@ func (w *workload) ConfigureNode(g *emulator.Gateway, opts *node.Options) {
 	w.mu.Unlock()
 	opts.VODOverride = func(o *vod.Options) {
 		o.OriginClient = client
-		o.OnOriginFetch = func(f vod.OriginFetch) { w.observeFetch(g, f) }
+		o.OnOriginFetch = func(f vod.OriginFetch) func(int64) { return w.observeFetch(g, f) }
 	}
 }
 
 // observeFetch checks, at the moment of a gap fill, whether any other live gateway held the
-// piece: if none did with uplink to spare, no peer could have supplied it.
-func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
+// piece: if none did with uplink to spare, no peer could have supplied it. The bytes count
+// when the fill ends, as many as it received (a fill given up on a dead connection and
+// tried again counts once).
+func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) (done func(received int64)) {
 	if f.Reason == "push" || f.Reason == "prefix" {
-		w.mu.Lock()
-		w.pushBytes += f.Bytes
-		if f.Reason == "prefix" {
-			w.prefixPushBytes += f.Bytes
+		return func(received int64) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.pushBytes += received
+			if f.Reason == "prefix" {
+				w.prefixPushBytes += received
+			}
 		}
-		w.mu.Unlock()
-		return
 	}
 	// "In time" is the piece's deadline: the time it had left for a deadline fill, and the
 	// startup goal for a stream's first piece (its player waits for it now). Peers could have
@@ -317,21 +320,23 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) {
 		}
 	}
 	inTime := spare*due.Seconds() >= float64(f.Bytes)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.gapFills += f.Bytes
-	w.gapFillsByCID[f.CID] += f.Bytes
-	if !heldWithRate {
-		w.unavoidableByRate += f.Bytes
-	}
-	if !inTime {
-		w.unavoidable += f.Bytes
-	} else {
-		w.avoidableByReason[f.Reason] += f.Bytes
-		w.avoidableByHolder[f.Reason+"/"+spareWhere] += f.Bytes
-	}
-	if !heldAtAll {
-		w.noHolder += f.Bytes
+	return func(n int64) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.gapFills += n
+		w.gapFillsByCID[f.CID] += n
+		if !heldWithRate {
+			w.unavoidableByRate += n
+		}
+		if !inTime {
+			w.unavoidable += n
+		} else {
+			w.avoidableByReason[f.Reason] += n
+			w.avoidableByHolder[f.Reason+"/"+spareWhere] += n
+		}
+		if !heldAtAll {
+			w.noHolder += n
+		}
 	}
 }
 

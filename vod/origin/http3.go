@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -97,12 +98,22 @@ func selfSignedCert() (tls.Certificate, error) {
 // serves it), and it dials IP literals only (the emulator has no DNS, and nothing may resolve
 // names outside it).
 type HTTP3Transport struct {
-	rt *http3.Transport
+	listenPacket func() (net.PacketConn, error)
+
+	mu     sync.Mutex
+	rt     *http3.Transport
+	closed bool
 }
 
 // NewHTTP3Transport returns a transport that calls listenPacket for each new connection.
 func NewHTTP3Transport(listenPacket func() (net.PacketConn, error)) *HTTP3Transport {
-	return &HTTP3Transport{rt: &http3.Transport{
+	t := &HTTP3Transport{listenPacket: listenPacket}
+	t.rt = t.newRoundTripper()
+	return t
+}
+
+func (t *HTTP3Transport) newRoundTripper() *http3.Transport {
+	return &http3.Transport{
 		TLSClientConfig: &tls.Config{
 			// The emulated origin's certificate is self-signed and made at its start: there is
 			// no PKI inside the emulator to verify it against. Never use this outside it.
@@ -114,7 +125,7 @@ func NewHTTP3Transport(listenPacket func() (net.PacketConn, error)) *HTTP3Transp
 			if err != nil {
 				return nil, fmt.Errorf("origin HTTP/3 client: %q: want an IP address and port", addr)
 			}
-			pc, err := listenPacket()
+			pc, err := t.listenPacket()
 			if err != nil {
 				return nil, fmt.Errorf("origin HTTP/3 client: packet conn: %w", err)
 			}
@@ -133,25 +144,61 @@ func NewHTTP3Transport(listenPacket func() (net.PacketConn, error)) *HTTP3Transp
 			}()
 			return conn, nil
 		},
-	}}
+	}
+}
+
+func (t *HTTP3Transport) current() (*http3.Transport, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, http3.ErrTransportClosed
+	}
+	return t.rt, nil
 }
 
 // RoundTrip sends req over HTTP/3.
 func (t *HTTP3Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rt, err := t.current()
+	if err != nil {
+		return nil, err
+	}
 	if req.URL != nil && req.URL.Scheme == "http" {
 		r := req.Clone(req.Context())
 		r.URL.Scheme = "https"
 		req = r
 	}
-	return t.rt.RoundTrip(req)
+	return rt.RoundTrip(req)
 }
 
 // CloseIdleConnections closes connections not carrying a request.
-func (t *HTTP3Transport) CloseIdleConnections() { t.rt.CloseIdleConnections() }
+func (t *HTTP3Transport) CloseIdleConnections() {
+	if rt, err := t.current(); err == nil {
+		rt.CloseIdleConnections()
+	}
+}
+
+// ResetConnections closes every connection, requests in flight included, and makes the next
+// request dial a new one: for a connection taken for dead (an outage on the way), whose
+// retransmission timer has backed off to seconds.
+func (t *HTTP3Transport) ResetConnections() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	old := t.rt
+	t.rt = t.newRoundTripper()
+	t.mu.Unlock()
+	_ = old.Close()
+}
 
 // Close closes every connection; the transport is unusable afterwards.
 func (t *HTTP3Transport) Close() error {
-	if err := t.rt.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	t.mu.Lock()
+	rt := t.rt
+	t.closed = true
+	t.mu.Unlock()
+	if err := rt.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	return nil

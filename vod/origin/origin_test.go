@@ -446,3 +446,43 @@ func TestHTTP3(t *testing.T) {
 		t.Fatal("ServeHTTP3 did not return")
 	}
 }
+
+// TestHTTP3ResetConnections: after ResetConnections the next request runs on a new QUIC
+// connection (its own packet conn), and once the transport is closed a reset does not bring
+// it back.
+func TestHTTP3ResetConnections(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir, movie := testDir(t)
+	s := newServer(t, dir)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeHTTP3(ctx, pc) }()
+	defer func() { cancel(); <-done }()
+
+	dials := 0
+	tr := NewHTTP3Transport(func() (net.PacketConn, error) {
+		dials++
+		return net.ListenPacket("udp", "127.0.0.2:0")
+	})
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	url := "https://" + pc.LocalAddr().String() + "/movie.mp4"
+	for round, wantDials := range []int{1, 1, 2} {
+		if round == 2 {
+			tr.ResetConnections()
+		}
+		resp, body := get(t, c, "GET", url, "bytes=0-9")
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, movie[:10]) {
+			t.Fatalf("round %d: %d %v", round, resp.StatusCode, body)
+		}
+		if dials != wantDials {
+			t.Errorf("round %d: %d connections dialled, want %d", round, dials, wantDials)
+		}
+	}
+	must(t, tr.Close())
+	tr.ResetConnections()
+	if _, err := c.Get(url); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("GET after Close and a reset = %v, want a closed-transport error", err)
+	}
+}
