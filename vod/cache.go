@@ -34,8 +34,11 @@ type Stats struct {
 	// PeerStreamsLost counts peer-wire streams that ended because their connection went away
 	// under them (a peer's connection manager, a crash, a partition) rather than because
 	// either side was done with them.
-	PeerStreamsLost int64        `json:"peer_streams_lost"`
-	Titles          []TitleStats `json:"titles"`
+	PeerStreamsLost int64 `json:"peer_streams_lost"`
+	// OriginResets counts the times the origin connections were dropped because a gap fill
+	// received nothing for a stall period (an outage on the way to the origin).
+	OriginResets int64        `json:"origin_resets"`
+	Titles       []TitleStats `json:"titles"`
 }
 
 // TitleStats are one title's figures on this gateway.
@@ -107,6 +110,9 @@ func (a *App) Stats() Stats {
 	if a.client != nil {
 		st.BannedPeers = len(a.client.BadPeerIPs())
 		st.PeerStreamsLost = a.streamsLost.Load()
+	}
+	if a.origin != nil {
+		st.OriginResets = a.origin.resets.Load()
 	}
 	return st
 }

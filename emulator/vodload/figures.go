@@ -56,6 +56,9 @@ type Summary struct {
 	// PeerStreamsLost counts peer-wire streams cut by their connection going away under them
 	// (vod.Stats), summed over the gateways: connection churn under the streams.
 	PeerStreamsLost int64 `json:"peer_streams_lost"`
+	// OriginResets counts the gap fills given up for receiving nothing (vod.Stats), summed
+	// over the gateways: outages on the way to the origin.
+	OriginResets int64 `json:"origin_resets"`
 	// Pushed says where each pushed title was placed, and whether every replica's push
 	// completed before the viewers came.
 	Pushed []PushedTitle `json:"pushed,omitempty"`
@@ -240,6 +243,7 @@ func (w *workload) Summary() any {
 				s.UploadYields += ts.UploadYields
 			}
 			s.PeerStreamsLost += st.PeerStreamsLost
+			s.OriginResets += st.OriginResets
 		}
 	}
 	for _, t := range slices.Sorted(maps.Keys(w.replicas)) {
@@ -373,6 +377,7 @@ func rowsOf(s Summary) [][]string {
 		{"origin / peer / cross-ISP bytes", mb(s.OriginBytes) + " / " + mb(s.PeerBytes) + " / " + mb(s.CrossISPBytes)},
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
 		{"peer streams lost (connection gone under them)", fmt.Sprint(s.PeerStreamsLost)},
+		{"origin connections redialled (fills that received nothing)", fmt.Sprint(s.OriginResets)},
 		{"push origin bytes (of which prefixes)", mb(s.PushOriginBytes) + " (" + mb(s.PrefixOriginBytes) + ")"},
 		{"titles pushed (whole) / replicas / prefixes in place after", fmt.Sprintf("%d (%d) / %.1f / %.1f s (%d of %d prefixes whole)",
 			len(s.Pushed), wholeTitles(s.Pushed), s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
@@ -431,6 +436,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("peer MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerBytes)/1e6) })
 	row("peer MB wasted", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PeerWastedBytes)/1e6) })
 	row("peer streams lost", func(s Summary) string { return fmt.Sprint(s.PeerStreamsLost) })
+	row("origin redials", func(s Summary) string { return fmt.Sprint(s.OriginResets) })
 	row("cross-ISP MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.CrossISPBytes)/1e6) })
 	row("push origin MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.PushOriginBytes)/1e6) })
 	row("local cache MB", func(s Summary) string { return fmt.Sprintf("%.1f", float64(s.LocalBytes)/1e6) })
