@@ -227,6 +227,18 @@ func (r *run) report(sum *Summary) report.Report {
 		}
 		rep.Sections = append(rep.Sections, report.Section{Title: "Workload: " + workloadKey(r.sc.Workloads, i), Plots: plots})
 	}
+	// The outages that hit many gateways at once, shaded on every plot over the run's time,
+	// so that a dip or a stall can be read against them (one gateway's kill or link-down is
+	// in the faults table: churn would shade the whole run).
+	if spans := faultSpans(sum.Faults, sum.DurationSeconds); len(spans) > 0 {
+		for si := range rep.Sections {
+			for pi := range rep.Sections[si].Plots {
+				if p := &rep.Sections[si].Plots[pi]; p.Kind == report.Line && p.XLabel == "time (s)" {
+					p.Spans = spans
+				}
+			}
+		}
+	}
 	if len(sum.Faults) > 0 {
 		ft := report.Table{Title: "Faults applied", Columns: []string{"at (s)", "event", "target", "error"}}
 		for _, f := range sum.Faults {
@@ -368,4 +380,36 @@ func kinds(h HandshakeFigures) string {
 		return ""
 	}
 	return "; " + strings.Join(parts, ", ")
+}
+
+// faultSpans pairs the applied partitions and access-node outages with their ends: the
+// stretches of the run they covered (to the end of the run when they never ended).
+func faultSpans(applied []appliedEvent, end float64) []report.Span {
+	ends := map[string]string{"partition": "heal", "access-down": "access-up"}
+	names := map[string]string{"partition": "partition ", "access-down": "outage "}
+	var spans []report.Span
+	open := map[string]int{} // kind/target -> index in spans
+	for _, ev := range applied {
+		if ev.Error != "" {
+			continue
+		}
+		if _, starts := ends[ev.Kind]; starts {
+			key := ev.Kind + "/" + ev.Target
+			if _, already := open[key]; !already {
+				open[key] = len(spans)
+				spans = append(spans, report.Span{From: ev.AtSeconds, To: end, Label: names[ev.Kind] + ev.Target})
+			}
+			continue
+		}
+		for start, stop := range ends {
+			if ev.Kind == stop {
+				key := start + "/" + ev.Target
+				if i, ok := open[key]; ok {
+					spans[i].To = ev.AtSeconds
+					delete(open, key)
+				}
+			}
+		}
+	}
+	return spans
 }

@@ -128,6 +128,10 @@ func renderLine(p Plot) (string, []string) {
 	f.begin()
 	if xe.empty() {
 		f.noData()
+	} else if !p.LogX {
+		if note := f.spans(p.Spans); note != "" {
+			notes = append(notes, note)
+		}
 	}
 	for i, s := range p.Series {
 		if len(lines[i]) == 0 {

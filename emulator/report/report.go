@@ -89,6 +89,16 @@ type Plot struct {
 	LogX bool
 	// Caption is an optional sentence shown under the plot.
 	Caption string
+	// Spans shade stretches of the X axis behind a Line plot's series (e.g. the faults of
+	// a run on its time axis). Ignored for other kinds and for a logarithmic X axis.
+	Spans []Span
+}
+
+// Span is a stretch [From, To] of a Line plot's X axis, shaded and labelled. Parts outside
+// the plotted X range are clipped; a span that is not finite or has To < From is skipped.
+type Span struct {
+	From, To float64
+	Label    string
 }
 
 // Series is one data set of a [Plot]. Which fields are used depends on the
@@ -274,6 +284,8 @@ svg.plot{display:block;width:100%;height:auto;font:13px system-ui,-apple-system,
 .plot .s:hover path{stroke-width:3}
 .plot rect.b:hover{opacity:.75}
 .plot .nd{fill:#8c959f;font-style:italic}
+.plot .sp rect{fill:#fff1c2;stroke:none}
+.plot .sp text{fill:#7d4e00;font-size:10px}
 .notes p{white-space:pre-line;max-width:75em}
 footer{margin-top:32px;color:#8c959f;font-size:.85em}
 @media (max-width:600px){main{padding:12px}figure{padding:8px 6px 6px}}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -329,5 +330,59 @@ func BenchmarkWrite(b *testing.B) {
 		if err := Write(io.Discard, r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSpans: a Line plot's spans are shaded behind its series, clipped to the X axis, with
+// their labels; spans that are not finite, end before they start or fall outside the axis
+// are not drawn, and other kinds of plot ignore them.
+func TestSpans(t *testing.T) {
+	spans := []Span{
+		{From: 20, To: 30, Label: "partition isp-b"},
+		{From: 90, To: 500, Label: "outage isp-a/an-0"}, // clipped at the axis end
+		{From: 40, To: 35, Label: "backwards"},
+		{From: math.NaN(), To: 50, Label: "not a number"},
+		{From: 200, To: 300, Label: "after the end"},
+	}
+	x := []float64{0, 25, 50, 75, 100}
+	line := Plot{Title: "line", Kind: Line, XLabel: "time (s)", Series: []Series{{Name: "a", X: x, Y: []float64{1, 2, 3, 2, 1}}}, Spans: spans}
+	cdf := Plot{Title: "cdf", Kind: CDF, Series: []Series{{Name: "a", Values: x}}, Spans: spans}
+	out := render(t, Report{Sections: []Section{{Title: "s", Plots: []Plot{line, cdf}}}})
+	svgs := svgRE.FindAllString(out, -1)
+	if len(svgs) != 2 {
+		t.Fatalf("%d SVGs, want 2", len(svgs))
+	}
+	checkXML(t, svgs[0])
+	for _, want := range []string{"partition isp-b", "outage isp-a/an-0"} {
+		if !strings.Contains(svgs[0], "<title>"+want+"</title>") {
+			t.Errorf("line plot: no span labelled %q", want)
+		}
+	}
+	for _, absent := range []string{"backwards", "not a number", "after the end"} {
+		if strings.Contains(svgs[0], absent) {
+			t.Errorf("line plot: span %q drawn", absent)
+		}
+	}
+	if got := strings.Count(svgs[0], `<g class="sp">`); got != 2 {
+		t.Errorf("line plot: %d spans drawn, want 2", got)
+	}
+	if strings.Index(svgs[0], `class="sp"`) > strings.Index(svgs[0], `class="s"`) {
+		t.Error("spans drawn over the series, want behind")
+	}
+	// The clipped span ends at the axis' right end, where the last point is drawn.
+	rects := regexp.MustCompile(`<g class="sp"><title>outage isp-a/an-0</title><rect x="([0-9.]+)" y="[0-9.]+" width="([0-9.]+)"`).FindStringSubmatch(svgs[0])
+	if rects == nil {
+		t.Fatal("no rect for the clipped span")
+	}
+	x0, _ := strconv.ParseFloat(rects[1], 64)
+	w, _ := strconv.ParseFloat(rects[2], 64)
+	if x0+w > svgW {
+		t.Errorf("clipped span ends at %v, past the plot (%v wide)", x0+w, float64(svgW))
+	}
+	if strings.Contains(svgs[1], `class="sp"`) {
+		t.Error("CDF plot drew spans")
+	}
+	if !strings.Contains(out, "Shaded: partition isp-b 20–30; outage isp-a/an-0 90–500.") {
+		t.Error("no note under the line plot naming the shaded spans")
 	}
 }

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"fmt"
 	"html"
 	"math"
 	"strconv"
@@ -238,6 +239,42 @@ func fontAttr(px float64) string {
 }
 
 // noData writes a placeholder message in the middle of the plot area.
+// spans shades the stretches of the X axis in spans, clipped to the axis, each with its
+// label as a tooltip and, where it fits, written at its top. They are drawn before the
+// series, which stay on top. It returns a note naming the shaded spans and their stretches
+// (a label rarely fits a short outage).
+func (f *frame) spans(spans []Span) string {
+	lo, hi := f.x.lo, f.x.hi
+	var drawn []string
+	for _, sp := range spans {
+		if math.IsNaN(sp.From) || math.IsNaN(sp.To) || math.IsInf(sp.From, 0) || math.IsInf(sp.To, 0) || sp.To < sp.From {
+			continue
+		}
+		from, to := math.Max(sp.From, lo), math.Min(sp.To, hi)
+		if to < from {
+			continue
+		}
+		x0, x1 := f.px(from), f.px(to)
+		w := math.Max(x1-x0, 1) // an instant still shows
+		f.b.WriteString(`<g class="sp"><title>` + esc(sp.Label) + `</title><rect x="` + num(x0) + `" y="` + num(f.top) +
+			`" width="` + num(w) + `" height="` + num(f.ph) + `"/>`)
+		if sp.Label != "" && textW(sp.Label, 10)+4 <= w {
+			f.b.WriteString(`<text x="` + num(x0+2) + `" y="` + num(f.top+11) + `">` + esc(sp.Label) + `</text>`)
+		}
+		f.b.WriteString("</g>\n")
+		drawn = append(drawn, strings.TrimSpace(sp.Label+" "+FormatNumber(sp.From)+"–"+FormatNumber(sp.To)))
+	}
+	if len(drawn) == 0 {
+		return ""
+	}
+	const listed = 8
+	note := "Shaded: " + strings.Join(drawn[:min(len(drawn), listed)], "; ")
+	if len(drawn) > listed {
+		note += fmt.Sprintf("; and %d more", len(drawn)-listed)
+	}
+	return note + "."
+}
+
 func (f *frame) noData() {
 	f.b.WriteString(`<text class="nd" x="` + num(f.left+f.pw/2) + `" y="` + num(f.top+f.ph/2) + `" text-anchor="middle">no data</text>` + "\n")
 }
