@@ -195,12 +195,24 @@ func (w *workload) Summary() any {
 	if w.env == nil {
 		return s
 	}
+	live := false
 	for _, g := range w.env.Fleet.Gateways {
 		if app := w.app(g.Node()); app != nil {
 			s.Strategy = string(app.Strategy())
+			live = true
 			break
 		}
 	}
+	if !live && w.lastSummary != nil {
+		// The fleet has stopped (Compare runs after every variant's fleet is gone): the
+		// gateways' own figures went with it, so the summary taken at the end of the run stands.
+		return *w.lastSummary
+	}
+	defer func() {
+		if live {
+			w.lastSummary = &s
+		}
+	}()
 	c := w.counters()
 	if !w.baseTaken {
 		w.base, w.basePush = c, w.pushBytes

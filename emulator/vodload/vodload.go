@@ -162,14 +162,16 @@ var originIP = net.IPv4(127, 255, 1, 1)
 const originPort = 443
 
 type workload struct {
-	p       Params
-	fleet   *emulator.Fleet // from Prepare, before any node is configured
-	env     *emulator.Env
-	dir     string
-	key     crypto.PrivKey // the provider's
-	entries []*catalog.Entry
-	srv     *origin.Server
-	wg      sync.WaitGroup
+	p Params
+	// lastSummary is the last Summary taken while the fleet ran.
+	lastSummary *Summary
+	fleet       *emulator.Fleet // from Prepare, before any node is configured
+	env         *emulator.Env
+	dir         string
+	key         crypto.PrivKey // the provider's
+	entries     []*catalog.Entry
+	srv         *origin.Server
+	wg          sync.WaitGroup
 
 	mu          sync.Mutex
 	stats       map[*emulator.Gateway]*gwCounters

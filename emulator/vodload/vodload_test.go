@@ -3,6 +3,7 @@ package vodload
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -186,6 +187,24 @@ func TestFlashCrowdVariants(t *testing.T) {
 		}
 		if v.Lateness.Scheduler.Count == 0 {
 			t.Errorf("%s: no lateness measured after the warm-up", name)
+		}
+	}
+	// The comparison table is built after every variant's fleet stopped: the gateways' own
+	// figures in it are those of the end of each run (it printed 0 streams lost and redials
+	// before session 23, whatever the runs had).
+	if len(sum.Comparison) != 1 {
+		t.Fatalf("%d comparison tables, want 1", len(sum.Comparison))
+	}
+	cmpRows := map[string][]string{}
+	for _, r := range sum.Comparison[0].Rows {
+		cmpRows[r[0]] = r[1:]
+	}
+	for i, name := range sum.VariantOrder {
+		v := byVariant[name]
+		for row, want := range map[string]int64{"peer streams lost": v.PeerStreamsLost, "origin redials": v.OriginResets} {
+			if got := cmpRows[row]; len(got) <= i || got[i] != fmt.Sprint(want) {
+				t.Errorf("comparison %q for %s = %v, want %d as in its summary", row, name, got, want)
+			}
 		}
 	}
 	for _, f := range []string{"report.html", "cdn-only/summary.json", "nanodc/timeseries.csv"} {
