@@ -385,30 +385,30 @@ func kinds(h HandshakeFigures) string {
 // faultSpans pairs the applied partitions and access-node outages with their ends: the
 // stretches of the run they covered (to the end of the run when they never ended).
 func faultSpans(applied []appliedEvent, end float64) []report.Span {
-	ends := map[string]string{"partition": "heal", "access-down": "access-up"}
-	names := map[string]string{"partition": "partition ", "access-down": "outage "}
+	// Each kind of outage by its starting and ending event, and the span's label.
+	kinds := map[string]struct {
+		start bool
+		label string
+	}{
+		"partition": {true, "partition "}, "heal": {false, "partition "},
+		"access-down": {true, "outage "}, "access-up": {false, "outage "},
+	}
 	var spans []report.Span
-	open := map[string]int{} // kind/target -> index in spans
+	open := map[string]int{} // label -> index in spans of the outage still running
 	for _, ev := range applied {
-		if ev.Error != "" {
+		k, ok := kinds[ev.Kind]
+		if !ok || ev.Error != "" {
 			continue
 		}
-		if _, starts := ends[ev.Kind]; starts {
-			key := ev.Kind + "/" + ev.Target
-			if _, already := open[key]; !already {
-				open[key] = len(spans)
-				spans = append(spans, report.Span{From: ev.AtSeconds, To: end, Label: names[ev.Kind] + ev.Target})
-			}
-			continue
-		}
-		for start, stop := range ends {
-			if ev.Kind == stop {
-				key := start + "/" + ev.Target
-				if i, ok := open[key]; ok {
-					spans[i].To = ev.AtSeconds
-					delete(open, key)
-				}
-			}
+		label := k.label + ev.Target
+		i, running := open[label]
+		switch {
+		case k.start && !running:
+			open[label] = len(spans)
+			spans = append(spans, report.Span{From: ev.AtSeconds, To: end, Label: label})
+		case !k.start && running:
+			spans[i].To = ev.AtSeconds
+			delete(open, label)
 		}
 	}
 	return spans

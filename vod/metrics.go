@@ -15,7 +15,6 @@ type metrics struct {
 	startup       prometheus.Histogram
 	originFetches *prometheus.CounterVec
 	originErrors  prometheus.Counter
-	originResets  prometheus.Counter
 	banned        prometheus.Gauge
 	cacheBytes    prometheus.Gauge
 	collectors    []prometheus.Collector
@@ -55,10 +54,6 @@ func newMetrics(reg prometheus.Registerer, a *App) *metrics {
 		originErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nanodc_vod_origin_errors_total", Help: "Origin fetches that failed.",
 		}),
-		originResets: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nanodc_vod_origin_resets_total",
-			Help: "Times the origin connections were dropped and redialled because no byte came for a stall period (an outage on the way to the origin).",
-		}),
 		banned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nanodc_vod_banned_peers", Help: "Peers banned for sending data that failed a hash check.",
 		}),
@@ -70,8 +65,17 @@ func newMetrics(reg prometheus.Registerer, a *App) *metrics {
 		Name: "nanodc_vod_peer_streams_lost_total",
 		Help: "Peer-wire streams that ended because their connection went away under them.",
 	}, func() float64 { return float64(a.streamsLost.Load()) })
+	resets := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "nanodc_vod_origin_resets_total",
+		Help: "Times the origin connections were dropped and redialled because no byte came for a stall period (an outage on the way to the origin).",
+	}, func() float64 {
+		if a.origin == nil {
+			return 0
+		}
+		return float64(a.origin.resets.Load())
+	})
 	m.collectors = []prometheus.Collector{m.received, m.served, m.uploaded, m.streams, m.stalls,
-		m.startup, m.originFetches, m.originErrors, m.originResets, m.banned, m.cacheBytes, lost}
+		m.startup, m.originFetches, m.originErrors, m.banned, m.cacheBytes, lost, resets}
 	if reg != nil {
 		for _, c := range m.collectors {
 			if err := reg.Register(c); err != nil {

@@ -125,7 +125,6 @@ func (o *originFetcher) resetConnections(now time.Time) {
 		return
 	}
 	o.resets.Add(1)
-	o.metrics.originResets.Inc()
 	if r, ok := o.client.Transport.(ConnResetter); ok {
 		r.ResetConnections()
 		return

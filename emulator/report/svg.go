@@ -238,7 +238,6 @@ func fontAttr(px float64) string {
 	return ` font-size="` + num(px) + `"`
 }
 
-// noData writes a placeholder message in the middle of the plot area.
 // spans shades the stretches of the X axis in spans, clipped to the axis, each with its
 // label as a tooltip and, where it fits, written at its top. They are drawn before the
 // series, which stay on top. It returns a note naming the shaded spans and their stretches
@@ -275,6 +274,7 @@ func (f *frame) spans(spans []Span) string {
 	return note + "."
 }
 
+// noData writes a placeholder message in the middle of the plot area.
 func (f *frame) noData() {
 	f.b.WriteString(`<text class="nd" x="` + num(f.left+f.pw/2) + `" y="` + num(f.top+f.ph/2) + `" text-anchor="middle">no data</text>` + "\n")
 }

@@ -208,11 +208,6 @@ func (w *workload) Summary() any {
 		// gateways' own figures went with it, so the summary taken at the end of the run stands.
 		return *w.lastSummary
 	}
-	defer func() {
-		if live {
-			w.lastSummary = &s
-		}
-	}()
 	c := w.counters()
 	if !w.baseTaken {
 		w.base, w.basePush = c, w.pushBytes
@@ -317,6 +312,9 @@ func (w *workload) Summary() any {
 	if network > 0 {
 		minOrigin := max(float64(first), w.excessBytes)
 		s.UploadBoundOffload = max(0, 1-minOrigin/float64(network))
+	}
+	if live {
+		w.lastSummary = &s
 	}
 	return s
 }

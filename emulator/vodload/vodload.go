@@ -162,18 +162,17 @@ var originIP = net.IPv4(127, 255, 1, 1)
 const originPort = 443
 
 type workload struct {
-	p Params
-	// lastSummary is the last Summary taken while the fleet ran.
-	lastSummary *Summary
-	fleet       *emulator.Fleet // from Prepare, before any node is configured
-	env         *emulator.Env
-	dir         string
-	key         crypto.PrivKey // the provider's
-	entries     []*catalog.Entry
-	srv         *origin.Server
-	wg          sync.WaitGroup
+	p       Params
+	fleet   *emulator.Fleet // from Prepare, before any node is configured
+	env     *emulator.Env
+	dir     string
+	key     crypto.PrivKey // the provider's
+	entries []*catalog.Entry
+	srv     *origin.Server
+	wg      sync.WaitGroup
 
 	mu          sync.Mutex
+	lastSummary *Summary // the last Summary taken while the fleet ran
 	stats       map[*emulator.Gateway]*gwCounters
 	sessions    []*session
 	unavoidable int64 // origin bytes no peers could have supplied by the piece's deadline

@@ -391,15 +391,32 @@ func TestServeLifecycle(t *testing.T) {
 	}
 }
 
-func TestHTTP3(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	dir, movie := testDir(t)
-	s := newServer(t, dir)
+// serveHTTP3 runs s over HTTP/3 on 127.0.0.1 and returns its address and a stop that
+// cancels it and returns ServeHTTP3's result (failing the test if it does not return).
+func serveHTTP3(t *testing.T, s *Server) (addr string, stop func() error) {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ServeHTTP3(ctx, pc) }()
+	return pc.LocalAddr().String(), func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("ServeHTTP3 did not return")
+			return nil
+		}
+	}
+}
+
+func TestHTTP3(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir, movie := testDir(t)
+	s := newServer(t, dir)
+	addr, stop := serveHTTP3(t, s)
 
 	var clientConns []net.PacketConn
 	c := NewHTTP3Client(func() (net.PacketConn, error) {
@@ -410,7 +427,6 @@ func TestHTTP3(t *testing.T) {
 		return pc, err
 	})
 	c.Timeout = 10 * time.Second
-	addr := pc.LocalAddr().String()
 	for _, tc := range []struct {
 		url, rng string
 		status   int
@@ -436,14 +452,8 @@ func TestHTTP3(t *testing.T) {
 		t.Errorf("%d packet conns used, want 1 (one QUIC connection reused)", len(clientConns))
 	}
 	must(t, c.Transport.(io.Closer).Close())
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("ServeHTTP3 = %v after cancel, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("ServeHTTP3 did not return")
+	if err := stop(); err != nil {
+		t.Fatalf("ServeHTTP3 = %v after cancel, want nil", err)
 	}
 }
 
@@ -453,13 +463,8 @@ func TestHTTP3(t *testing.T) {
 func TestHTTP3ResetConnections(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	dir, movie := testDir(t)
-	s := newServer(t, dir)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ServeHTTP3(ctx, pc) }()
-	defer func() { cancel(); <-done }()
+	addr, stop := serveHTTP3(t, newServer(t, dir))
+	defer func() { must(t, stop()) }()
 
 	dials := 0
 	tr := NewHTTP3Transport(func() (net.PacketConn, error) {
@@ -467,7 +472,7 @@ func TestHTTP3ResetConnections(t *testing.T) {
 		return net.ListenPacket("udp", "127.0.0.2:0")
 	})
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	url := "https://" + pc.LocalAddr().String() + "/movie.mp4"
+	url := "https://" + addr + "/movie.mp4"
 	for round, wantDials := range []int{1, 1, 2} {
 		if round == 2 {
 			tr.ResetConnections()
