@@ -248,6 +248,7 @@ type App struct {
 	holders holders
 	topic   *pubsub.Topic
 	uplink  uplinkArbiter
+	upq     *uplinkQueue // nil unless the nanodc strategy caps its upload
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -380,7 +381,15 @@ func (a *App) startClient() error {
 	cfg.ListenPort = 0
 	cfg.Seed = true
 	cfg.DropDuplicatePeerIds = true
-	if a.opts.UploadLimiter != nil {
+	// Peer-wire streams run inside libp2p's encrypted, authenticated connections: BitTorrent's
+	// header obfuscation would only add a Diffie-Hellman exchange and a round trip to every
+	// peer connection. Dial in plaintext; still accept obfuscated ordinary clients.
+	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
+	// The nanodc strategy applies the upload cap itself, oldest request first across
+	// connections, and drops what a peer cancelled (uplinkqueue.go).
+	if a.opts.UploadLimiter != nil && a.opts.Strategy == StrategyNanodc {
+		a.upq = newUplinkQueue(a.opts.UploadLimiter)
+	} else if a.opts.UploadLimiter != nil {
 		cfg.UploadRateLimiter = a.opts.UploadLimiter
 	}
 	if a.opts.DownloadLimiter != nil {
@@ -416,6 +425,7 @@ func (a *App) startClient() error {
 	a.tr = newTransport(a.ov.Host(), a.protos.Peer, a.countPeerRead, a.opts.StreamScope)
 	a.tr.banned = a.isBanned
 	a.tr.lost = &a.streamsLost
+	a.tr.queue = a.upq
 	cl.AddDialer(a.tr)
 	cl.AddListener(a.tr)
 	if a.opts.BitTorrentListen != "" {
@@ -424,7 +434,14 @@ func (a *App) startClient() error {
 		if a.btLn, err = net.Listen("tcp", a.opts.BitTorrentListen); err != nil {
 			return fmt.Errorf("vod: BitTorrent listener: %w", err)
 		}
-		cl.AddListener(a.btLn)
+		if a.upq != nil {
+			cl.AddListener(queuedListener{a.btLn, a.upq})
+		} else {
+			cl.AddListener(a.btLn)
+		}
+	}
+	if a.upq != nil {
+		a.wg.Go(func() { a.upq.run(a.ctx.Done()) })
 	}
 	return nil
 }

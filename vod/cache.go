@@ -37,8 +37,11 @@ type Stats struct {
 	PeerStreamsLost int64 `json:"peer_streams_lost"`
 	// OriginResets counts the times the origin connections were dropped because a gap fill
 	// received nothing for a stall period (an outage on the way to the origin).
-	OriginResets int64        `json:"origin_resets"`
-	Titles       []TitleStats `json:"titles"`
+	OriginResets int64 `json:"origin_resets"`
+	// UplinkCancels counts blocks the nanodc strategy's upload queue dropped because their
+	// requester cancelled them while they waited for the upload cap.
+	UplinkCancels int64        `json:"uplink_cancels"`
+	Titles        []TitleStats `json:"titles"`
 }
 
 // TitleStats are one title's figures on this gateway.
@@ -113,6 +116,9 @@ func (a *App) Stats() Stats {
 	}
 	if a.origin != nil {
 		st.OriginResets = a.origin.resets.Load()
+	}
+	if a.upq != nil {
+		st.UplinkCancels = a.upq.cancelled.Load()
 	}
 	return st
 }

@@ -73,6 +73,8 @@ type transport struct {
 	closeOnce sync.Once
 	proto     protocol.ID // PeerProtocol, or its slice-namespaced form
 	scope     func(network.Stream) error
+	// queue, when set, paces the piece messages of every stream (uplinkqueue.go).
+	queue *uplinkQueue
 }
 
 func newTransport(h host.Host, proto protocol.ID, onRead func(peer.ID, int), scope func(network.Stream) error) *transport {
@@ -182,7 +184,11 @@ func (t *transport) wrap(s network.Stream) net.Conn {
 		t.host.ConnManager().Protect(id, keepTag)
 	}
 	t.mu.Unlock()
-	return &streamConn{Stream: s, local: t.self, remote: t.addrOf(id), t: t}
+	var c net.Conn = &streamConn{Stream: s, local: t.self, remote: t.addrOf(id), t: t}
+	if t.queue != nil {
+		c = t.queue.wrap(c)
+	}
+	return c
 }
 
 // release drops a closed stream's hold on its peer's connection.

@@ -59,6 +59,9 @@ type Summary struct {
 	// OriginResets counts the gap fills given up for receiving nothing (vod.Stats), summed
 	// over the gateways: outages on the way to the origin.
 	OriginResets int64 `json:"origin_resets"`
+	// UplinkCancels counts blocks gateways' upload queues dropped for their requester's
+	// cancel (vod.Stats), summed over the gateways: uplink not spent on unwanted data.
+	UplinkCancels int64 `json:"uplink_cancels"`
 	// Pushed says where each pushed title was placed, and whether every replica's push
 	// completed before the viewers came.
 	Pushed []PushedTitle `json:"pushed,omitempty"`
@@ -251,6 +254,7 @@ func (w *workload) Summary() any {
 			}
 			s.PeerStreamsLost += st.PeerStreamsLost
 			s.OriginResets += st.OriginResets
+			s.UplinkCancels += st.UplinkCancels
 		}
 	}
 	for _, t := range slices.Sorted(maps.Keys(w.replicas)) {
@@ -388,6 +392,7 @@ func rowsOf(s Summary) [][]string {
 		{"peer bytes wasted (duplicates)", mb(s.PeerWastedBytes)},
 		{"peer streams lost (connection gone under them)", fmt.Sprint(s.PeerStreamsLost)},
 		{"origin connections redialled (fills that received nothing)", fmt.Sprint(s.OriginResets)},
+		{"upload blocks dropped for a cancel before they were sent", fmt.Sprint(s.UplinkCancels)},
 		{"push origin bytes (of which prefixes)", mb(s.PushOriginBytes) + " (" + mb(s.PrefixOriginBytes) + ")"},
 		{"titles pushed (whole) / replicas / prefixes in place after", fmt.Sprintf("%d (%d) / %.1f / %.1f s (%d of %d prefixes whole)",
 			len(s.Pushed), wholeTitles(s.Pushed), s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
