@@ -30,7 +30,11 @@ import (
 // Ranking blocks by how few of the gateway's peers hold their piece (rarest first, to serve
 // a title's frontier ahead of the viewers behind it) was built and measured first, and it
 // did worse than oldest first: in the flash crowd it delayed common blocks into their
-// requesters' deadlines and the origin sent more (docs/decisions.md, session 24).
+// requesters' deadlines and the origin sent more (docs/decisions.md, session 24). Measured
+// since and not kept either (session 25): connections taking turns, one block each, which
+// brought the partition's stalls back; and a queue 1 MiB deep per connection, which rarely
+// holds anacrolix's writer (and so this gateway's own requests) back but did worse in the
+// crowd and in the partition alike.
 
 const (
 	// queuedConnBytes is how much piece data one connection may have waiting before its

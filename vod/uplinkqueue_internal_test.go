@@ -323,6 +323,15 @@ func TestUplinkQueueDropsCancelledBlocks(t *testing.T) {
 	if got := q.cancelled.Load(); got != 2 {
 		t.Errorf("cancel of a sent block counted: cancelled = %d", got)
 	}
+	// Cancelling the last waiting block leaves nothing for the cap to send.
+	far.in.Reset(req(btCancelMsg, 4, 3<<14))
+	_, _ = c.Read(buf)
+	if got := q.cancelled.Load(); got != 3 {
+		t.Errorf("cancelled = %d after the last block's cancel, want 3", got)
+	}
+	if n := q.peek(); n != 0 {
+		t.Errorf("the queue still offers a %d-byte block after every block was cancelled", n)
+	}
 }
 
 // FuzzUplinkQueueWire feeds arbitrary bytes to both parsers: what a peer sends (untrusted)
