@@ -11,9 +11,9 @@ import (
 	"github.com/nanodc/nanodc/emulator/report"
 )
 
-const gcPaceScenario = `
-name: gc-pace
-seed: 1
+// tinyFleet is a scenario's fleet for tests that need a run but not a network to speak
+// of: 3 gateways and a bootstrap node, 2 s measured.
+const tinyFleet = `
 duration: 2s
 settle: 1s
 startup_rate: 40
@@ -23,10 +23,15 @@ topology:
   isp_delay: 10ms
   datacenter: {profile: datacenter, delay: 5ms, bootstrap_nodes: 1}
 node: {conn_low: 4, conn_high: 8, ping_interval: 5s}
-workloads:
-  - type: gogc
 dht_check_lookups: 1
 `
+
+const gcPaceScenario = `
+name: gc-pace
+seed: 1
+workloads:
+  - type: gogc
+` + tinyFleet
 
 // gogcProbe reads the collector's GOGC when the measured phase starts.
 type gogcProbe struct{ atStart int64 }

@@ -32,6 +32,7 @@ func newEmulateCmd() *cobra.Command {
 		traceAfter        time.Duration
 		traceOver         time.Duration
 		only              []string
+		repeat            int
 	)
 	cmd := &cobra.Command{
 		Use:   "emulate --scenario FILE",
@@ -40,7 +41,12 @@ func newEmulateCmd() *cobra.Command {
 emulated access link (rate, queue, delay, jitter, loss) on an in-memory network, with the
 scenario's workloads and faults. Writes DIR/summary.json, DIR/timeseries.csv and a
 self-contained DIR/report.html, and prints the summary. A run whose timing error exceeded the
-scenario's threshold is marked INVALID (exit status 3).`,
+scenario's threshold is marked INVALID (exit status 3).
+
+With --repeat N the scenario runs N times on the same seed (DIR/run-1 … DIR/run-N, each as
+one run writes it) and DIR/repeat.json holds every figure's median, range and per-run values;
+the table printed is the headline figures and the workloads' own. The exit status is 3 if any
+run was INVALID.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sc, err := emulator.LoadScenario(scenarioPath)
@@ -54,6 +60,12 @@ scenario's threshold is marked INVALID (exit status 3).`,
 				if err := sc.KeepVariants(only); err != nil {
 					return err
 				}
+			}
+			if repeat < 1 {
+				return fmt.Errorf("--repeat %d: want at least 1 run", repeat)
+			}
+			if repeat > 1 && (memProfile != "" || goroutineProfile != "" || tracePath != "") {
+				return errors.New("--memprofile, --goroutineprofile and --trace take one run's state: use them without --repeat")
 			}
 			opts := emulator.Options{OutDir: out, ScenarioPath: scenarioPath, Workloads: workloads()}
 			tuneGC(&opts)
@@ -94,15 +106,31 @@ scenario's threshold is marked INVALID (exit status 3).`,
 				}
 				defer stop()
 			}
+			w := cmd.OutOrStdout()
+			if repeat > 1 {
+				rs, err := emulator.Repeat(cmd.Context(), sc, opts, repeat)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					if err := writeIndentedJSON(w, rs); err != nil {
+						return err
+					}
+				} else {
+					emulator.PrintRepeat(w, rs)
+					fmt.Fprintf(w, "\noutputs: %s/repeat.json, %s/run-{1..%d}/\n", out, out, repeat)
+				}
+				if rs.ValidRuns < rs.Runs {
+					return exitError{code: 3, err: fmt.Errorf("%d of %d runs INVALID", rs.Runs-rs.ValidRuns, rs.Runs)}
+				}
+				return nil
+			}
 			sum, err := emulator.Run(cmd.Context(), sc, opts)
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(sum); err != nil {
+				if err := writeIndentedJSON(w, sum); err != nil {
 					return err
 				}
 			} else {
@@ -120,6 +148,7 @@ scenario's threshold is marked INVALID (exit status 3).`,
 	cmd.Flags().Int64Var(&seed, "seed", 0, "override the scenario's seed")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print summary.json instead of the table")
 	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output")
+	cmd.Flags().IntVar(&repeat, "repeat", 1, "run the scenario this many times on the same seed and report each figure's median and range (DIR/repeat.json)")
 	cmd.Flags().StringSliceVar(&only, "variant", nil, "run only these of the scenario's variants (repeatable)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to this file")
 	cmd.Flags().StringVar(&memProfile, "memprofile", "", "write a Go heap profile, taken once the fleet has settled, to this file")
@@ -129,6 +158,12 @@ scenario's threshold is marked INVALID (exit status 3).`,
 	cmd.Flags().DurationVar(&traceOver, "trace-over", 0, "with --trace: ignore late seconds whose lateness p99 is below this (to catch the worst spikes)")
 	_ = cmd.MarkFlagRequired("scenario")
 	return cmd
+}
+
+func writeIndentedJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // traceFirstLateSecond runs the execution tracer as a flight recorder and writes its window

@@ -164,6 +164,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"node", "--data", dir, "--config", filepath.Join(dir, "missing.yaml")}, "no such file"},
 		{[]string{"node", "status", "--data", dir}, "is the node running?"},
 		{[]string{"node", "providers", "--data", dir}, "accepts 1 arg"},
+		{[]string{"emulate", "--scenario", "../../emulator/scenarios/smoke.yaml", "--repeat", "0"}, "--repeat 0: want at least 1 run"},
+		{[]string{"emulate", "--scenario", "../../emulator/scenarios/smoke.yaml", "--repeat", "2", "--memprofile", filepath.Join(dir, "m")}, "without --repeat"},
 	} {
 		out, err := exec.Command(bin, tc.args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) {
