@@ -34,7 +34,9 @@ import (
 // since and not kept either (session 25): connections taking turns, one block each, which
 // brought the partition's stalls back; and a queue 1 MiB deep per connection, which rarely
 // holds anacrolix's writer (and so this gateway's own requests) back but did worse in the
-// crowd and in the partition alike.
+// crowd and in the partition alike. The writer's wait past 64 KiB is worth keeping: with the
+// same order and shares but the writer going on, the crowd got worse; a gateway whose uplink
+// to a peer is backed up asks that peer for less.
 
 const (
 	// queuedConnBytes is how much piece data one connection may have waiting before its
