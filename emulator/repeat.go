@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -73,11 +72,7 @@ func Repeat(ctx context.Context, sc *Scenario, opts Options, n int) (*RepeatSumm
 		flats = append(flats, flat)
 	}
 	rs.Figures = figuresOverRuns(flats)
-	data, err := json.MarshalIndent(rs, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return rs, os.WriteFile(filepath.Join(opts.OutDir, "repeat.json"), append(data, '\n'), 0o644)
+	return rs, writeJSONFile(filepath.Join(opts.OutDir, "repeat.json"), rs)
 }
 
 // flattenSummary maps every number (and boolean) of a summary, as summary.json has it, to its

@@ -155,12 +155,17 @@ func networkOf(s vnet.Stats) NetworkSummary {
 	return NetworkSummary{Sent: s.Sent, Delivered: s.Delivered, Dropped: s.Dropped}
 }
 
-func (r *run) writeOutputs(sum *Summary) error {
-	data, err := json.MarshalIndent(sum, "", "  ")
+// writeJSONFile writes v to path as indented JSON, the way every summary file is written.
+func writeJSONFile(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(r.opts.OutDir, "summary.json"), append(data, '\n'), 0o644); err != nil {
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+func (r *run) writeOutputs(sum *Summary) error {
+	if err := writeJSONFile(filepath.Join(r.opts.OutDir, "summary.json"), sum); err != nil {
 		return err
 	}
 	f, err := os.Create(filepath.Join(r.opts.OutDir, "timeseries.csv"))

@@ -2,9 +2,7 @@ package emulator
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -59,11 +57,7 @@ func runVariants(ctx context.Context, sc *Scenario, opts Options) (*Summary, err
 		}
 		runs = append(runs, finishedRun{workloads: r.workloads, rec: r.rec})
 	}
-	data, err := json.MarshalIndent(combined, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(opts.OutDir, "summary.json"), append(data, '\n'), 0o644); err != nil {
+	if err := writeJSONFile(filepath.Join(opts.OutDir, "summary.json"), combined); err != nil {
 		return nil, err
 	}
 	return combined, report.WriteFile(filepath.Join(opts.OutDir, "report.html"), comparisonReport(sc, opts, combined, runs))

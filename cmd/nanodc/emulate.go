@@ -106,39 +106,52 @@ run was INVALID.`,
 				}
 				defer stop()
 			}
-			w := cmd.OutOrStdout()
+			// One run or several: what to print as JSON, the table otherwise, and why the exit
+			// status is 3 (nil when every run was valid).
+			var (
+				result  any
+				table   func(io.Writer)
+				invalid error
+			)
 			if repeat > 1 {
 				rs, err := emulator.Repeat(cmd.Context(), sc, opts, repeat)
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					if err := writeIndentedJSON(w, rs); err != nil {
-						return err
-					}
-				} else {
+				result = rs
+				table = func(w io.Writer) {
 					emulator.PrintRepeat(w, rs)
 					fmt.Fprintf(w, "\noutputs: %s/repeat.json, %s/run-{1..%d}/\n", out, out, repeat)
 				}
 				if rs.ValidRuns < rs.Runs {
-					return exitError{code: 3, err: fmt.Errorf("%d of %d runs INVALID", rs.Runs-rs.ValidRuns, rs.Runs)}
+					invalid = fmt.Errorf("%d of %d runs INVALID", rs.Runs-rs.ValidRuns, rs.Runs)
 				}
-				return nil
+			} else {
+				sum, err := emulator.Run(cmd.Context(), sc, opts)
+				if err != nil {
+					return err
+				}
+				result = sum
+				table = func(w io.Writer) {
+					emulator.PrintSummary(w, sum)
+					fmt.Fprintf(w, "\noutputs: %s/{summary.json,timeseries.csv,report.html}\n", out)
+				}
+				if !sum.Valid {
+					invalid = fmt.Errorf("run INVALID: %v", sum.InvalidReasons)
+				}
 			}
-			sum, err := emulator.Run(cmd.Context(), sc, opts)
-			if err != nil {
-				return err
-			}
+			w := cmd.OutOrStdout()
 			if asJSON {
-				if err := writeIndentedJSON(w, sum); err != nil {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(result); err != nil {
 					return err
 				}
 			} else {
-				emulator.PrintSummary(w, sum)
-				fmt.Fprintf(w, "\noutputs: %s/{summary.json,timeseries.csv,report.html}\n", out)
+				table(w)
 			}
-			if !sum.Valid {
-				return exitError{code: 3, err: fmt.Errorf("run INVALID: %v", sum.InvalidReasons)}
+			if invalid != nil {
+				return exitError{code: 3, err: invalid}
 			}
 			return nil
 		},
@@ -158,12 +171,6 @@ run was INVALID.`,
 	cmd.Flags().DurationVar(&traceOver, "trace-over", 0, "with --trace: ignore late seconds whose lateness p99 is below this (to catch the worst spikes)")
 	_ = cmd.MarkFlagRequired("scenario")
 	return cmd
-}
-
-func writeIndentedJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // traceFirstLateSecond runs the execution tracer as a flight recorder and writes its window
