@@ -73,14 +73,17 @@ func TestNearestFollowsRTT(t *testing.T) {
 	var got []peer.ID
 	for _, p := range asker.Peers() {
 		got = append(got, p.ID)
-		// Configured path RTT: 2 × (our delay + theirs). The measurement must be close.
+		// Configured path RTT: 2 × (our delay + theirs). The measurement must be close. QUIC's
+		// smoothed estimate also carries the processor's stalls: 20 ms of slack above, for a
+		// CI machine running the other packages' tests on the same 2 cores (a run measured
+		// 62.5 ms for a 52 ms path there).
 		idx := slices.IndexFunc(nodes, func(o *overlay.Overlay) bool { return o.ID() == p.ID })
 		want := 2 * (delays[0] + delays[idx])
-		if p.RTT < want-time.Millisecond || p.RTT > want+10*time.Millisecond {
+		if p.RTT < want-time.Millisecond || p.RTT > want+20*time.Millisecond {
 			t.Errorf("RTT to node %d = %v, configured path %v", idx, p.RTT, want)
 		}
 		// The QUIC connection's own estimate, which the overlay uses instead of pinging.
-		if q := overlay.TransportRTT(asker.Host(), p.ID); q < want-time.Millisecond || q > want+10*time.Millisecond {
+		if q := overlay.TransportRTT(asker.Host(), p.ID); q < want-time.Millisecond || q > want+20*time.Millisecond {
 			t.Errorf("QUIC's RTT to node %d = %v, configured path %v", idx, q, want)
 		}
 	}
