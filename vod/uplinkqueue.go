@@ -36,7 +36,9 @@ import (
 // holds anacrolix's writer (and so this gateway's own requests) back but did worse in the
 // crowd and in the partition alike. The writer's wait past 64 KiB is worth keeping: with the
 // same order and shares but the writer going on, the crowd got worse; a gateway whose uplink
-// to a peer is backed up asks that peer for less.
+// to a peer is backed up asks that peer for less. Nor is anacrolix's random order among a
+// peer's requests worth correcting (session 26): holding them and passing them on lowest
+// first changed nothing, since a viewer keeps only one or two outstanding at each holder.
 
 const (
 	// queuedConnBytes is how much piece data one connection may have waiting before its
