@@ -90,6 +90,12 @@ type Summary struct {
 	// while viewing ÷ UnavoidableBytes (0 when nothing was unavoidable, as for the baselines,
 	// whose fetches are not gap fills).
 	OriginPerUnavoidable float64 `json:"origin_per_unavoidable,omitempty"`
+	// UnavoidableWholeBlocksBytes is the same judgement with the unit peers send: a holder
+	// helps only with the whole 16 KiB blocks its own spare uplink carries by the deadline
+	// (UnavoidableBytes adds up every holder's spare bytes, however thin on each); and
+	// OriginPerUnavoidableWholeBlocks the origin's bytes while viewing against it.
+	UnavoidableWholeBlocksBytes     int64   `json:"unavoidable_origin_bytes_whole_blocks"`
+	OriginPerUnavoidableWholeBlocks float64 `json:"origin_per_unavoidable_whole_blocks,omitempty"`
 	// NoHolderBytes are gap fills no other gateway held at all (busy holders aside), and
 	// GapFillByTitle the gap-fill bytes per title, most popular first: where the origin's
 	// bytes went, and whether placement or uplink capacity was short.
@@ -233,6 +239,10 @@ func (w *workload) Summary() any {
 	s.UnavoidableByRateBytes = w.unavoidableByRate
 	if s.UnavoidableBytes > 0 {
 		s.OriginPerUnavoidable = float64(s.OriginBytes) / float64(s.UnavoidableBytes)
+	}
+	s.UnavoidableWholeBlocksBytes = w.unavoidableBlocks
+	if s.UnavoidableWholeBlocksBytes > 0 {
+		s.OriginPerUnavoidableWholeBlocks = float64(s.OriginBytes) / float64(s.UnavoidableWholeBlocksBytes)
 	}
 	s.AvoidableByReason = maps.Clone(w.avoidableByReason)
 	s.AvoidableByHolder = maps.Clone(w.avoidableByHolder)
@@ -399,6 +409,7 @@ func rowsOf(s Summary) [][]string {
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
 		{"gap fills / no peers could send in time (by rate alone) / no holder at all", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " (" + mb(s.UnavoidableByRateBytes) + ") / " + mb(s.NoHolderBytes)},
 		{"origin ÷ no peers could send in time (goal <= 1.05)", perUnavoidable(s)},
+		{"the same, holders sending whole blocks of their own spare uplink", wholeBlocksRatio(s)},
 		{"avoidable gap fills by reason", avoidableText(s.AvoidableByReason)},
 		{"avoidable gap fills by nearest spare holder", avoidableText(s.AvoidableByHolder)},
 	}
@@ -410,6 +421,14 @@ func perUnavoidable(s Summary) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.3f×", s.OriginPerUnavoidable)
+}
+
+// wholeBlocksRatio formats OriginPerUnavoidableWholeBlocks and the bytes it rests on.
+func wholeBlocksRatio(s Summary) string {
+	if s.OriginPerUnavoidableWholeBlocks == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f× (%.1f MB not in time)", s.OriginPerUnavoidableWholeBlocks, float64(s.UnavoidableWholeBlocksBytes)/1e6)
 }
 
 // avoidableText lists the avoidable gap-fill bytes by reason, largest first.

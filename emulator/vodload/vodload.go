@@ -179,6 +179,9 @@ type workload struct {
 	// origin bytes no other gateway held with a bitrate's worth of spare uplink (the
 	// deadline aside: the figure before session 21)
 	unavoidableByRate int64
+	// origin bytes no peers could have supplied by the deadline in whole blocks, each from
+	// one holder's own spare uplink
+	unavoidableBlocks int64
 	gapFills          int64 // origin bytes of deadline gap fills
 	noHolder          int64 // of which no other gateway held the piece at all
 	// avoidable gap-fill bytes (a holder had uplink to spare) by fetch reason: which
@@ -298,6 +301,7 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) (done
 	}
 	heldAtAll, heldWithRate := false, false
 	spare := 0.0
+	spareBlocks := int64(0) // whole blocks the holders' spare uplink carries by then
 	// where the nearest holder with spare uplink was: what the stream would have had to do
 	// to use it (ask a peer it had, connect to one of its ISP, or cross the ISP border)
 	spareWhere := ""
@@ -314,6 +318,7 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) (done
 				continue
 			}
 			spare += s
+			spareBlocks += int64(s * due.Seconds() / wireBlock)
 			heldWithRate = heldWithRate || s >= float64(w.p.BitrateBps)/8
 			if where := holderPlace(self, g, f.Holders); spareWhere == "" || where < spareWhere {
 				spareWhere = where
@@ -321,6 +326,7 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) (done
 		}
 	}
 	inTime := spare*due.Seconds() >= float64(f.Bytes)
+	inTimeBlocks := spareBlocks*wireBlock >= f.Bytes
 	return func(n int64) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -328,6 +334,9 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) (done
 		w.gapFillsByCID[f.CID] += n
 		if !heldWithRate {
 			w.unavoidableByRate += n
+		}
+		if !inTimeBlocks {
+			w.unavoidableBlocks += n
 		}
 		if !inTime {
 			w.unavoidable += n
@@ -340,6 +349,10 @@ func (w *workload) observeFetch(self *emulator.Gateway, f vod.OriginFetch) (done
 		}
 	}
 }
+
+// wireBlock is the unit a peer sends (BitTorrent's 16 KiB block): a holder helps a piece
+// only with the whole blocks its spare uplink carries by the deadline.
+const wireBlock = 16 << 10
 
 // startupGoal is what "in time" means for a stream's first piece: the startup goal
 // (p95 <= 1 s).

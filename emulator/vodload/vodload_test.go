@@ -142,6 +142,13 @@ func TestFlashCrowdVariants(t *testing.T) {
 	if nano.NoHolderBytes > nano.UnavoidableBytes || nano.UnavoidableBytes > nano.GapFillBytes {
 		t.Errorf("no holder %d, unavoidable %d, gap fills %d: want each part of the next", nano.NoHolderBytes, nano.UnavoidableBytes, nano.GapFillBytes)
 	}
+	// Whole blocks from each holder's own spare uplink is the stricter test of "in time".
+	if nano.UnavoidableBytes > nano.UnavoidableWholeBlocksBytes || nano.UnavoidableWholeBlocksBytes > nano.GapFillBytes {
+		t.Errorf("unavoidable %d, in whole blocks %d, gap fills %d: want each part of the next", nano.UnavoidableBytes, nano.UnavoidableWholeBlocksBytes, nano.GapFillBytes)
+	}
+	if b := nano.UnavoidableWholeBlocksBytes; b > 0 && nano.OriginPerUnavoidableWholeBlocks != float64(nano.OriginBytes)/float64(b) {
+		t.Errorf("origin per unavoidable in whole blocks %.3f, want %.3f", nano.OriginPerUnavoidableWholeBlocks, float64(nano.OriginBytes)/float64(b))
+	}
 	if nano.NoHolderBytes > nano.UnavoidableByRateBytes || nano.UnavoidableByRateBytes > nano.GapFillBytes {
 		t.Errorf("no holder %d, unavoidable by rate %d, gap fills %d: want each part of the next", nano.NoHolderBytes, nano.UnavoidableByRateBytes, nano.GapFillBytes)
 	}
