@@ -237,13 +237,9 @@ func (w *workload) Summary() any {
 	}
 	s.GapFillBytes, s.UnavoidableBytes, s.NoHolderBytes = w.gapFills, w.unavoidable, w.noHolder
 	s.UnavoidableByRateBytes = w.unavoidableByRate
-	if s.UnavoidableBytes > 0 {
-		s.OriginPerUnavoidable = float64(s.OriginBytes) / float64(s.UnavoidableBytes)
-	}
 	s.UnavoidableWholeBlocksBytes = w.unavoidableBlocks
-	if s.UnavoidableWholeBlocksBytes > 0 {
-		s.OriginPerUnavoidableWholeBlocks = float64(s.OriginBytes) / float64(s.UnavoidableWholeBlocksBytes)
-	}
+	s.OriginPerUnavoidable = originPer(s.OriginBytes, s.UnavoidableBytes)
+	s.OriginPerUnavoidableWholeBlocks = originPer(s.OriginBytes, s.UnavoidableWholeBlocksBytes)
 	s.AvoidableByReason = maps.Clone(w.avoidableByReason)
 	s.AvoidableByHolder = maps.Clone(w.avoidableByHolder)
 	if w.gapFills > 0 {
@@ -421,6 +417,14 @@ func perUnavoidable(s Summary) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.3f×", s.OriginPerUnavoidable)
+}
+
+// originPer is origin ÷ unavoidable, 0 when nothing was unavoidable (nothing to judge).
+func originPer(origin, unavoidable int64) float64 {
+	if unavoidable <= 0 {
+		return 0
+	}
+	return float64(origin) / float64(unavoidable)
 }
 
 // wholeBlocksRatio formats OriginPerUnavoidableWholeBlocks and the bytes it rests on.
