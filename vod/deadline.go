@@ -23,6 +23,12 @@ const (
 	// discoveryGrace is how long a new stream waits for peers (DHT, gossip, dials) before a
 	// piece no connected peer holds is taken as one only the origin can send.
 	discoveryGrace = 3 * time.Second
+	// peerMargin is the share of a piece's slack within which the connected peers' estimated
+	// time to deliver it must fall for them to keep it once the origin's turn has come. In
+	// the 100-gateway flash crowd (docs/BENCHMARKS.md, session 27) a half sent 1.06-1.07×
+	// what no peer could supply from the origin, three quarters 1.03-1.06× with as few stalls,
+	// and all of the slack no fewer origin bytes than three quarters but twice the stalls.
+	peerMargin = 0.75
 )
 
 // OriginFetch describes one gap fill, for observers (the emulator checks whether any gateway
@@ -92,9 +98,9 @@ func (a *App) scheduleStream(s *stream, now time.Time) {
 			if now.Sub(s.created) < discoveryGrace || a.peerHolders(ti, i) > 0 {
 				break
 			}
-		} else if a.peerETA(ti, first, i) < slack/2 {
-			// Peers keep the piece only when they will clearly make it: the estimate is an
-			// average over shared, bufferbloated uplinks, and a stall costs the viewer far
+		} else if float64(a.peerETA(ti, first, i)) < peerMargin*float64(slack) {
+			// Peers keep the piece only when they will make it with a margin: the estimate is
+			// an average over shared, bufferbloated uplinks, and a stall costs the viewer far
 			// more than a piece from the origin costs the provider.
 			continue
 		}
