@@ -85,6 +85,11 @@ func TestRepeat(t *testing.T) {
 			if len(count.Values) != 2 || count.Values[k] != sum.Variants[v].Lateness.Scheduler.Count || count.Values[k] == 0 {
 				t.Errorf("variant %s run %d: packets scheduled %v in repeat.json, %v in its summary.json", v, k+1, count.Values, sum.Variants[v].Lateness.Scheduler.Count)
 			}
+			// Every run after the first starts with the last fleet's freed heap resident; the
+			// per-node memory must still count this fleet only.
+			if mem := byPath["variants."+v+".memory.rss_end_per_node_mb"]; len(mem.Values) != 2 || mem.Values[k] <= 0 {
+				t.Errorf("variant %s run %d: memory per node at the end %v MB, want > 0", v, k+1, mem.Values)
+			}
 			if pairs := byPath["variants."+v+".workloads.ping.pairs"]; pairs.Median != 2 || sum.Variants[v].Workloads.Ping.Pairs != 2 {
 				t.Errorf("variant %s: ping pairs %+v, want 2 in every run", v, pairs)
 			}

@@ -188,7 +188,12 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	}
 	r.progress = newProgress(r.opts.Progress, r.opts.ProgressLines)
 	defer r.progress.done()
-	rss0 := rssMB()
+	// The baseline is measured as the figures it is subtracted from (after a GC, without the
+	// heap's free pages): a run after another in one process (--repeat, variants) starts with
+	// the last fleet's freed heap still resident, and raw RSS then made its per-node figures
+	// negative.
+	runtime.GC()
+	rss0 := rssInUseMB()
 	use0 := readUsage()
 	t0 := use0.at
 
