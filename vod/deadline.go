@@ -26,8 +26,9 @@ const (
 	// peerMargin is the share of a piece's slack within which the connected peers' estimated
 	// time to deliver it must fall for them to keep it once the origin's turn has come. In
 	// the 100-gateway flash crowd (docs/BENCHMARKS.md, session 27) a half sent 1.06-1.07×
-	// what no peer could supply from the origin, three quarters 1.03-1.06× with as few stalls,
-	// and all of the slack no fewer origin bytes than three quarters but twice the stalls.
+	// what no peer could supply from the origin, three quarters 1.03-1.06× for a stall or two
+	// more per crowd, and all of the slack no fewer origin bytes than three quarters but
+	// twice the stalls.
 	peerMargin = 0.75
 )
 

@@ -404,19 +404,24 @@ func rowsOf(s Summary) [][]string {
 			len(s.Pushed), wholeTitles(s.Pushed), s.PushSeconds, s.PrefixPushSeconds, s.PrefixesPlaced, s.PrefixPushes)},
 		{"read from the gateway's own cache", mb(s.LocalBytes)},
 		{"gap fills / no peers could send in time (by rate alone) / no holder at all", mb(s.GapFillBytes) + " / " + mb(s.UnavoidableBytes) + " (" + mb(s.UnavoidableByRateBytes) + ") / " + mb(s.NoHolderBytes)},
-		{"origin ÷ no peers could send in time (goal <= 1.05)", perUnavoidable(s)},
-		{"the same, holders sending whole blocks of their own spare uplink", wholeBlocksRatio(s)},
+		{"origin ÷ no peers could send in time (goal <= 1.05)", ratioText(s.OriginPerUnavoidable)},
+		{"the same, holders sending whole blocks of their own spare uplink", ratioText(s.OriginPerUnavoidableWholeBlocks, s.UnavoidableWholeBlocksBytes)},
 		{"avoidable gap fills by reason", avoidableText(s.AvoidableByReason)},
 		{"avoidable gap fills by nearest spare holder", avoidableText(s.AvoidableByHolder)},
 	}
 }
 
-// perUnavoidable formats OriginPerUnavoidable, "–" where there were no gap fills to judge.
-func perUnavoidable(s Summary) string {
-	if s.OriginPerUnavoidable == 0 {
+// ratioText formats an origin ratio, "–" where there were no gap fills to judge (0), and
+// after it the unavoidable bytes it rests on when those are given.
+func ratioText(ratio float64, unavoidable ...int64) string {
+	if ratio == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%.3f×", s.OriginPerUnavoidable)
+	text := fmt.Sprintf("%.3f×", ratio)
+	for _, b := range unavoidable {
+		text += fmt.Sprintf(" (%.1f MB not in time)", float64(b)/1e6)
+	}
+	return text
 }
 
 // originPer is origin ÷ unavoidable, 0 when nothing was unavoidable (nothing to judge).
@@ -425,14 +430,6 @@ func originPer(origin, unavoidable int64) float64 {
 		return 0
 	}
 	return float64(origin) / float64(unavoidable)
-}
-
-// wholeBlocksRatio formats OriginPerUnavoidableWholeBlocks and the bytes it rests on.
-func wholeBlocksRatio(s Summary) string {
-	if s.OriginPerUnavoidableWholeBlocks == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.3f× (%.1f MB not in time)", s.OriginPerUnavoidableWholeBlocks, float64(s.UnavoidableWholeBlocksBytes)/1e6)
 }
 
 // avoidableText lists the avoidable gap-fill bytes by reason, largest first.
@@ -481,7 +478,7 @@ func (w *workload) Compare(variants []string, runs []emulator.Workload, recs []*
 	row("gap fills MB (not in time / no holder)", func(s Summary) string {
 		return fmt.Sprintf("%.1f (%.1f / %.1f)", float64(s.GapFillBytes)/1e6, float64(s.UnavoidableBytes)/1e6, float64(s.NoHolderBytes)/1e6)
 	})
-	row("origin ÷ not in time", perUnavoidable)
+	row("origin ÷ not in time", func(s Summary) string { return ratioText(s.OriginPerUnavoidable) })
 	offload := report.Plot{Title: "Offload over time", Kind: report.Line, XLabel: "time (s)", YLabel: "peer share of video bytes"}
 	origin := report.Plot{Title: "Origin traffic over time", Kind: report.Line, XLabel: "time (s)", YLabel: "Mbit/s"}
 	startup := report.Plot{Title: "Startup delay", Kind: report.CDF, XLabel: "startup (s)"}
