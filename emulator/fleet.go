@@ -325,7 +325,7 @@ func (f *Fleet) Close() error {
 
 // startPaced starts gateways at up to rate per second. Every second it looks at how late
 // the network ran; while the p99 is above limit it holds further starts back, so that the
-// burst of handshakes and DHT refreshes of new nodes cannot starve the ones already up.
+// burst of handshakes and DHT lookups of new nodes cannot starve the ones already up.
 // If it has to hold for stallAfter in a row, the machine cannot run this fleet validly and
 // it gives up with an error saying how far it got.
 func (f *Fleet) startPaced(ctx context.Context, gws []*Gateway, rate float64, limit, stallAfter time.Duration, progress func(started int, held bool)) error {

@@ -109,7 +109,7 @@ type DHTConfig struct {
 	// (go-libp2p-kad-dht's default); off, the connmgr watermarks hold.
 	KeepBucketConnections bool `yaml:"keep_bucket_connections"`
 	// RefreshInterval is how often the routing table is refreshed (each refresh dials dozens
-	// of peers, as joining does).
+	// of peers, several times what joining dials).
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
 	// BucketSize is Kademlia's k: peers per routing-table bucket, peers a lookup ends on
 	// (and dials), copies of each provider record.

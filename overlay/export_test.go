@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -14,3 +15,16 @@ func (o *Overlay) Learn(ctx context.Context, id peer.ID) { o.prox.learn(ctx, id,
 
 // MeasureAll runs one round of the periodic measurement.
 func (o *Overlay) MeasureAll(ctx context.Context) { o.prox.measureAll(ctx) }
+
+// BucketPeers are the routing table's peers whose IDs share exactly cpl leading bits with
+// ours (bucket cpl, short of the last bucket).
+func (o *Overlay) BucketPeers(cpl int) []peer.ID {
+	self := kb.ConvertPeerID(o.ID())
+	var out []peer.ID
+	for _, p := range o.dht.RoutingTable().ListPeers() {
+		if kb.CommonPrefixLen(self, kb.ConvertPeerID(p)) == cpl {
+			out = append(out, p)
+		}
+	}
+	return out
+}

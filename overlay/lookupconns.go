@@ -40,7 +40,10 @@ import (
 // (identify, pubsub, peer info, or an app's) when the lookup ends, and a negotiating stream
 // may be an app's, so such a peer is passed over and looked at again a second later, when
 // the negotiations are over (a CI run left one such connection open, 1 test run in 25 under
-// load).
+// load). So is a connection less than a second old, whose streams may not even be open yet:
+// kad-dht checks every newly identified peer with a FIND_NODE of its own, and one closed
+// before that request is sent is dialled again to send it, and kept
+// (TestPeriodicRefreshLetsGo, 1 run in 4).
 type lookupConns struct {
 	o *Overlay
 
@@ -56,6 +59,57 @@ type lookupConns struct {
 	pendingFloor int
 	retry        *time.Timer
 	closed       bool
+
+	// lost are the peers whose last connection closed in the last redialWindow, and when
+	// (see redialled).
+	lost map[peer.ID]time.Time
+}
+
+// redialWindow is how long after losing a peer a dial to it is taken for kad-dht's doing.
+const redialWindow = 10 * time.Second
+
+// redialled hears of every new connection, lostPeer of every closed one. kad-dht sends a
+// FIND_NODE to each newly identified peer, and retries a request whose stream was reset on
+// a new stream: when a connection closes with such a request on it or before it is sent
+// (our sweep closed it, or the peer did), kad-dht dials the peer again, and the connection
+// stays. A sweep's peers came back (TestPeriodicRefreshLetsGo, 1 run in 4); in the
+// 1000-gateway DHT check, the provider dialled back each of the checkers that closed their
+// connection after finding it, hundreds within the connection manager's 30 s grace, until
+// its resource manager refused any more (55 failed dials). An outbound connection to a
+// peer lost in the last redialWindow is therefore swept a second later, when the request
+// is over, unless it carries an application's stream or the node is at its low
+// watermark; kad-dht retries once, so this ends.
+func (l *lookupConns) redialled(_ network.Network, c network.Conn) {
+	if c.Stat().Direction != network.DirOutbound {
+		return
+	}
+	p := c.RemotePeer()
+	l.mu.Lock()
+	at, ok := l.lost[p]
+	delete(l.lost, p)
+	l.mu.Unlock()
+	if ok && time.Since(at) < redialWindow {
+		l.postpone(map[peer.ID]time.Time{p: at}, l.o.cfg.ConnLow)
+	}
+}
+
+func (l *lookupConns) lostPeer(nw network.Network, c network.Conn) {
+	p := c.RemotePeer()
+	if nw.Connectedness(p) == network.Connected {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.lost == nil {
+		l.lost = map[peer.ID]time.Time{}
+	}
+	for q, at := range l.lost {
+		if now.Sub(at) >= redialWindow {
+			delete(l.lost, q)
+		}
+	}
+	l.lost[p] = now
 }
 
 // retryDelay is how long a passed-over peer's streams get to finish negotiating.
@@ -169,13 +223,14 @@ func (l *lookupConns) sweep(cands map[peer.ID]time.Time, keep map[peer.ID]struct
 	var closable []candidate
 	for p, since := range cands {
 		conns := nw.ConnsToPeer(p)
-		if _, ok := keep[p]; ok || len(openedSince(conns, since)) == 0 || cm.IsProtected(p, "") {
+		opened := openedSince(conns, since)
+		if _, ok := keep[p]; ok || len(opened) == 0 || cm.IsProtected(p, "") {
 			continue
 		}
 		switch app, negotiating := streamUse(conns); {
 		case app:
 			continue
-		case negotiating:
+		case negotiating || !final && youngest(opened) < retryDelay:
 			if !final {
 				passed[p] = since
 			}
@@ -197,6 +252,17 @@ func (l *lookupConns) sweep(cands map[peer.ID]time.Time, keep map[peer.ID]struct
 		}
 	}
 	return passed
+}
+
+// youngest is how long ago the newest of conns was opened.
+func youngest(conns []network.Conn) time.Duration {
+	var newest time.Time
+	for _, c := range conns {
+		if t := c.Stat().Opened; t.After(newest) {
+			newest = t
+		}
+	}
+	return time.Since(newest)
 }
 
 // openedSince are the connections of conns this node dialled at or after since.

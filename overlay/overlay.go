@@ -72,8 +72,8 @@ type Config struct {
 	// boundedConnMgr).
 	KeepDHTConnections bool
 	DHTMode            string
-	// DHTRefresh is how often the DHT refreshes its routing table (0: go-libp2p-kad-dht's
-	// 10 minutes). Each refresh dials dozens of peers, the same work as joining; a fleet of
+	// DHTRefresh is how often the DHT refreshes its routing table (0: 10 minutes,
+	// go-libp2p-kad-dht's default). Each refresh dials dozens of peers, the same work as joining; a fleet of
 	// gateways whose membership is stable can refresh far less often.
 	DHTRefresh time.Duration
 	// DHTBucketSize is Kademlia's k (0: go-libp2p-kad-dht's 20): peers per routing-table
@@ -119,6 +119,9 @@ func (c *Config) setDefaults() {
 	if c.DHTMode == "" {
 		c.DHTMode = DHTServer
 	}
+	if c.DHTRefresh == 0 {
+		c.DHTRefresh = 10 * time.Minute // go-libp2p-kad-dht's default
+	}
 	if c.PingInterval == 0 {
 		c.PingInterval = 30 * time.Second
 	}
@@ -147,8 +150,11 @@ type Overlay struct {
 	sliceLimits *sliceLimiter
 	// lookups closes what DHT lookups dialled once they are over.
 	lookups lookupConns
-	ctx     context.Context
-	cancel  context.CancelFunc
+	// joined is closed once the node has first joined the overlay (Joined).
+	joined     chan struct{}
+	joinedOnce sync.Once
+	ctx        context.Context
+	cancel     context.CancelFunc
 
 	// GossipSub starts with the first topic (see Topic); until then ps is nil.
 	topicsMu sync.Mutex
@@ -183,7 +189,7 @@ func New(cfg Config) (_ *Overlay, err error) {
 		return nil, fmt.Errorf("overlay: unknown DHT mode %q (want server, client or auto)", cfg.DHTMode)
 	}
 
-	o := &Overlay{cfg: cfg, log: cfg.Logger, topics: map[string]*pubsub.Topic{}, started: time.Now()}
+	o := &Overlay{cfg: cfg, log: cfg.Logger, topics: map[string]*pubsub.Topic{}, started: time.Now(), joined: make(chan struct{})}
 	o.lookups.o = o
 	// pubsub and the DHT live until this context ends; Close ends it.
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -277,13 +283,14 @@ func New(cfg Config) (_ *Overlay, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: libp2p host: %w", err)
 	}
-	dhtOpts := []dht.Option{dht.ProtocolPrefix(ProtocolPrefix), dht.Mode(mode), dht.BootstrapPeers(cfg.Bootstrap...)}
-	if cfg.DHTRefresh > 0 {
-		dhtOpts = append(dhtOpts, dht.RoutingTableRefreshPeriod(cfg.DHTRefresh))
-	}
+	// The overlay runs the routing-table refreshes itself (join, refreshLoop): kad-dht's
+	// own would refresh every bucket as soon as its table has its first peer.
+	dhtOpts := []dht.Option{dht.ProtocolPrefix(ProtocolPrefix), dht.Mode(mode), dht.BootstrapPeers(cfg.Bootstrap...),
+		dht.DisableAutoRefresh(), dht.RoutingTableRefreshPeriod(cfg.DHTRefresh)}
 	if cfg.DHTBucketSize > 0 {
 		dhtOpts = append(dhtOpts, dht.BucketSize(cfg.DHTBucketSize))
 	}
+	o.host.Network().Notify(&network.NotifyBundle{ConnectedF: o.lookups.redialled, DisconnectedF: o.lookups.lostPeer})
 	o.dht, err = dht.New(o.ctx, o.host, dhtOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: DHT: %w", err)
@@ -345,163 +352,6 @@ func (o *Overlay) Addrs() []ma.Multiaddr {
 	return addrs
 }
 
-// Serve runs discovery, bootstrapping and RTT measurement until ctx ends. Cancellation is
-// not an error.
-func (o *Overlay) Serve(ctx context.Context) error {
-	if o.mdns != nil {
-		if err := o.mdns.Start(); err != nil {
-			return fmt.Errorf("overlay: mDNS: %w", err)
-		}
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { o.prox.run(ctx, o.cfg.PingInterval) })
-	wg.Go(func() { o.bootstrapLoop(ctx) })
-	wg.Wait()
-	return nil
-}
-
-// bootstrapLoop dials the bootstrap peers until the node has neighbours, and again whenever
-// it loses them all (a gateway that was offline must rejoin on its own). Once joined, it
-// keeps at least minNeighbours() connections: trimming is symmetric, so a node can lose
-// connections to other nodes' watermarks and end up isolated without this.
-func (o *Overlay) bootstrapLoop(ctx context.Context) {
-	backoff := time.Second
-	// A lost connection wakes the loop at once: polling alone left a gateway whose peer
-	// trimmed it below the floor there for up to the 5 s period (3 of 200 gateways at 7
-	// peers when a run ended, docs/BENCHMARKS.md session 17).
-	lost := make(chan struct{}, 1)
-	notifee := &network.NotifyBundle{DisconnectedF: func(network.Network, network.Conn) {
-		select {
-		case lost <- struct{}{}:
-		default:
-		}
-	}}
-	o.host.Network().Notify(notifee)
-	defer o.host.Network().StopNotify(notifee)
-	// joined: the first join is due even if the node already has a peer: kad-dht dials the
-	// bootstrap peers on its own when its table is empty, and when it got there first the
-	// join (its refreshes and its sweep) used to be skipped, leaving every connection the
-	// DHT's lookups opened in place (TestJoinKeepsLowWatermark, 1 run in 3 here).
-	joined := false
-	for {
-		switch n := len(o.host.Network().Peers()); {
-		case (n == 0 || !joined) && len(o.cfg.Bootstrap) > 0:
-			if o.join(ctx) {
-				joined = true
-				backoff = time.Second
-			} else {
-				backoff = min(2*backoff, time.Minute)
-			}
-		case n > 0 && n < o.minNeighbours():
-			o.topUpNeighbours(ctx, o.minNeighbours()-n)
-			backoff = 5 * time.Second
-		default:
-			backoff = 5 * time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff): // an abandoned timer is collected (Go 1.23+)
-		case <-lost:
-		}
-	}
-}
-
-// join dials the bootstrap peers and fills the routing table now rather than at the next
-// refresh period, then lets go of the farthest connections that took beyond the low
-// watermark (see lookupConns). It reports whether a bootstrap peer answered.
-func (o *Overlay) join(ctx context.Context) bool {
-	o.lookups.begin(o.cfg.ConnLow)
-	defer o.lookups.end()
-	if o.connectBootstrap(ctx) == 0 {
-		return false
-	}
-	// The DHT adds a peer to its table once identify has confirmed it speaks the DHT; a
-	// refresh asked for before that finds nobody to ask.
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := o.WaitRoutable(wctx); err != nil {
-		return true
-	}
-	// Two refreshes: kad-dht follows the first refresh after it starts bootstrapping with
-	// one of its own (rtPeerLoop's RefreshNoWait), which gets in or not depending on
-	// scheduling. When it gets in, it runs after the sweep and re-dials the ~20 peers
-	// closest to us, which then stay open for good below the high watermark (a CI run kept
-	// all 17). The refresh manager runs refreshes one at a time, so by the time a second
-	// one of ours returns, that follow-up is over too; and ours costs little, as it runs on
-	// the connections the first one opened and skips the buckets just refreshed.
-	for range 2 {
-		select {
-		case err := <-o.dht.RefreshRoutingTable():
-			if err != nil && ctx.Err() == nil {
-				o.log.Warn("DHT bootstrap", "err", err)
-			}
-		case <-ctx.Done():
-			return true
-		}
-	}
-	return true
-}
-
-// minNeighbours is 8, or the low watermark if that is lower: enough for the DHT and gossip
-// to stay healthy, and never above what trimming aims at. (It was half the low watermark
-// until joins stopped keeping every connection they dialled: a gateway with a low watermark
-// of 12 could then sit at 6-7 peers after faults.)
-func (o *Overlay) minNeighbours() int { return max(min(o.cfg.ConnLow, 8), 1) }
-
-// topUpNeighbours dials up to want routing-table peers we are not connected to, nearest
-// (by labels) first.
-func (o *Overlay) topUpNeighbours(ctx context.Context, want int) {
-	var cands []PeerInfo
-	for _, id := range o.dht.RoutingTable().ListPeers() {
-		if o.host.Network().Connectedness(id) != network.Connected {
-			cands = append(cands, o.prox.info(id))
-		}
-	}
-	slices.SortFunc(cands, Closer)
-	for _, c := range cands {
-		if want == 0 {
-			return
-		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := o.host.Connect(cctx, peer.AddrInfo{ID: c.ID})
-		cancel()
-		if err == nil {
-			want--
-		}
-	}
-}
-
-func (o *Overlay) connectBootstrap(ctx context.Context) int {
-	var (
-		wg sync.WaitGroup
-		mu sync.Mutex
-		ok int
-	)
-	for _, ai := range o.cfg.Bootstrap {
-		if ai.ID == o.host.ID() {
-			continue
-		}
-		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if err := o.host.Connect(cctx, ai); err != nil {
-				o.log.Debug("bootstrap dial failed", "peer", ai.ID, "err", err)
-				return
-			}
-			o.host.ConnManager().Protect(ai.ID, "bootstrap")
-			mu.Lock()
-			ok++
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	if ok > 0 {
-		o.log.Info("bootstrapped", "connected", ok, "of", len(o.cfg.Bootstrap))
-	}
-	return ok
-}
-
 // Connect dials a peer directly (mDNS, CLI, tests).
 func (o *Overlay) Connect(ctx context.Context, ai peer.AddrInfo) error {
 	return o.host.Connect(ctx, ai)
@@ -534,6 +384,10 @@ func (o *Overlay) DHTState() DHTState {
 	}
 	return DHTState{Mode: mode, ProtocolPrefix: ProtocolPrefix, RoutingTableSize: rt.Size(), Buckets: buckets}
 }
+
+// Joined is closed once the node has first joined the overlay: it has looked itself up in
+// the DHT (which announces it to the peers nearest to it) and filled its routing table.
+func (o *Overlay) Joined() <-chan struct{} { return o.joined }
 
 // WaitRoutable blocks until the DHT routing table holds at least one peer.
 func (o *Overlay) WaitRoutable(ctx context.Context) error {

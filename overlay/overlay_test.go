@@ -26,6 +26,13 @@ import (
 // startNode builds and serves one overlay node; cleanup closes it.
 func startNode(t *testing.T, cfg overlay.Config) *overlay.Overlay {
 	t.Helper()
+	return serve(t, newNode(t, cfg))
+}
+
+// newNode makes a node that does not run yet (serve runs it), for a test that must watch it
+// from its first connection.
+func newNode(t *testing.T, cfg overlay.Config) *overlay.Overlay {
+	t.Helper()
 	cfg = withKey(t, cfg)
 	if cfg.ListenAddrs == nil {
 		cfg.ListenAddrs = []ma.Multiaddr{
@@ -40,6 +47,12 @@ func startNode(t *testing.T, cfg overlay.Config) *overlay.Overlay {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return o
+}
+
+// serve runs o until the test ends, then closes it.
+func serve(t *testing.T, o *overlay.Overlay) *overlay.Overlay {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- o.Serve(ctx) }()
@@ -509,7 +522,7 @@ func TestMeasuringDoesNotRedial(t *testing.T) {
 	}
 }
 
-// TestJoinKeepsLowWatermark: joining fills the routing table by dialling many peers; once
+// TestJoinKeepsLowWatermark: joining fills the routing table by dialling peers; once
 // the join is over the node keeps only as many connections as its low watermark asks for,
 // instead of holding them all for the connection manager's grace period. Its routing table
 // keeps every peer it learnt.
@@ -523,38 +536,178 @@ func TestJoinKeepsLowWatermark(t *testing.T) {
 	const low = 6
 	newcomer := startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, ConnLow: low, ConnHigh: 200})
 	eventually(t, 30*time.Second, "routing table", func() bool { return newcomer.RoutingTableSize() >= 10 })
-	outbound := func() map[peer.ID]bool {
-		out := map[peer.ID]bool{}
-		for _, c := range newcomer.Host().Network().Conns() {
-			if c.Stat().Direction == network.DirOutbound {
-				out[c.RemotePeer()] = true
-			}
-		}
-		return out
-	}
-	// The join ends after its routing-table refresh, which on a loaded machine may finish
-	// well after the table has 10 peers (each of its queries may run into kad-dht's 10 s
-	// refresh-query timeout: one CI run needed more than 20 s); the connection manager alone
-	// would trim nothing (200 is far above the 17 peers), so without the join's sweep this
-	// times out.
+	// The join ends after its lookup, which on a loaded machine may finish well after the
+	// table has 10 peers (one CI run needed more than 20 s when joins refreshed every
+	// bucket); the connection manager alone would trim nothing (200 is far above the 17
+	// peers), so without the join's sweep this times out.
 	deadline := time.Now().Add(60 * time.Second)
-	for len(outbound()) > low && time.Now().Before(deadline) {
+	for outboundPeers(newcomer) > low && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
-	if n := len(outbound()); n > low {
+	if n := outboundPeers(newcomer); n > low {
 		t.Errorf("60 s after the routing table filled, %d peers dialled by the newcomer are still connected; want at most its low watermark %d", n, low)
 	}
-	// and it stays there: kad-dht's own follow-up refresh, if it ran after the sweep,
-	// would dial the closest peers again and keep them.
+	// and it stays there: a refresh of kad-dht's own, if it ran after the sweep, would dial
+	// the closest peers again and keep them.
 	time.Sleep(5 * time.Second)
-	out := outbound()
-	if len(out) > low {
-		t.Errorf("5 s after the join's sweep, %d peers dialled by the newcomer are connected again; want at most its low watermark %d", len(out), low)
+	out := outboundPeers(newcomer)
+	if out > low {
+		t.Errorf("5 s after the join's sweep, %d peers dialled by the newcomer are connected again; want at most its low watermark %d", out, low)
 	}
-	if len(out) < 4 {
-		t.Errorf("after joining, only %d outbound neighbours; the floor is 4", len(out))
+	if out < 4 {
+		t.Errorf("after joining, only %d outbound neighbours; the floor is 4", out)
 	}
-	t.Logf("routing table %d peers, %d connections dialled by the newcomer kept, %d peers in all", newcomer.RoutingTableSize(), len(out), len(newcomer.Host().Network().Peers()))
+	t.Logf("routing table %d peers, %d connections dialled by the newcomer kept, %d peers in all", newcomer.RoutingTableSize(), out, len(newcomer.Host().Network().Peers()))
+}
+
+// dialCounter counts the peers a node dialled, from before it runs.
+type dialCounter struct {
+	mu     sync.Mutex
+	dialed map[peer.ID]bool
+	dials  int
+}
+
+func countDials(o *overlay.Overlay) *dialCounter {
+	d := &dialCounter{dialed: map[peer.ID]bool{}}
+	o.Host().Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if c.Stat().Direction != network.DirOutbound {
+			return
+		}
+		d.mu.Lock()
+		d.dialed[c.RemotePeer()] = true
+		d.dials++
+		d.mu.Unlock()
+	}})
+	return d
+}
+
+func (d *dialCounter) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dials
+}
+
+func (d *dialCounter) has(p peer.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dialed[p]
+}
+
+// outboundPeers is how many peers o is connected to by a connection it dialled.
+func outboundPeers(o *overlay.Overlay) int {
+	out := map[peer.ID]bool{}
+	for _, c := range o.Host().Network().Conns() {
+		if c.Stat().Direction == network.DirOutbound {
+			out[c.RemotePeer()] = true
+		}
+	}
+	return len(out)
+}
+
+// TestJoinSeedsWideBuckets: a join looks up its own ID, which meets the peers nearest to
+// it, and fills its widest bucket, where half the fleet is, from the bootstrap peer's
+// answers without dialling those peers. With k = 4 in a fleet of 32 the self lookup meets
+// a handful of peers, nearly all in narrow buckets: without the seeding, bucket 0 holds the
+// bootstrap peer at most.
+func TestJoinSeedsWideBuckets(t *testing.T) {
+	checkLeaks(t)
+	const k = 4
+	seed := startNode(t, overlay.Config{DHTBucketSize: k, ConnLow: 100, ConnHigh: 200})
+	for range 31 {
+		startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, DHTBucketSize: k, ConnLow: 100, ConnHigh: 200})
+	}
+	time.Sleep(3 * time.Second) // the fleet's own joins are over
+	newcomer := newNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, DHTBucketSize: k, ConnLow: 6, ConnHigh: 200})
+	dials := countDials(newcomer)
+	serve(t, newcomer)
+	select {
+	case <-newcomer.Joined():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the newcomer did not join within 30 s")
+	}
+	if n := len(newcomer.BucketPeers(0)); n < k/2 {
+		t.Fatalf("after joining, bucket 0 holds %d peers, want at least %d (half of k) of the fleet's half there", n, k/2)
+	}
+	undialled := 0
+	for _, p := range newcomer.BucketPeers(0) {
+		if !dials.has(p) {
+			undialled++
+		}
+	}
+	if undialled == 0 {
+		t.Errorf("every one of bucket 0's %d peers was dialled; the seeding should add them without a handshake", len(newcomer.BucketPeers(0)))
+	}
+	t.Logf("bucket 0: %d peers, %d never dialled; %d dials in all, routing table %d", len(newcomer.BucketPeers(0)), undialled, dials.count(), newcomer.RoutingTableSize())
+}
+
+// TestPeriodicRefreshLetsGo: the overlay refreshes the routing table every DHTRefresh, and
+// lets go of what each refresh dialled, down to the low watermark, as it does after a join
+// (the connection manager alone would keep them: 200 is far above the fleet).
+func TestPeriodicRefreshLetsGo(t *testing.T) {
+	checkLeaks(t)
+	const k, low = 4, 6
+	seed := startNode(t, overlay.Config{DHTBucketSize: k, ConnLow: 100, ConnHigh: 200})
+	for range 16 {
+		startNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, DHTBucketSize: k, ConnLow: 100, ConnHigh: 200})
+	}
+	time.Sleep(3 * time.Second)
+	newcomer := newNode(t, overlay.Config{Bootstrap: []peer.AddrInfo{addrInfo(seed)}, DHTBucketSize: k, ConnLow: low, ConnHigh: 200, DHTRefresh: 6 * time.Second})
+	dials := countDials(newcomer)
+	serve(t, newcomer)
+	eventually(t, 30*time.Second, "join's sweep", func() bool { return newcomer.RoutingTableSize() >= 6 && outboundPeers(newcomer) <= low })
+	before := dials.count()
+	eventually(t, 30*time.Second, "a refresh that dials", func() bool { return dials.count() >= before+3 })
+	eventually(t, 30*time.Second, "the refresh's connections let go", func() bool { return outboundPeers(newcomer) <= low })
+	// and nothing dials them again between refreshes
+	time.Sleep(time.Second)
+	if n := outboundPeers(newcomer); n > low {
+		t.Errorf("a second after a refresh's sweep, %d peers dialled by the newcomer are connected; want at most %d", n, low)
+	}
+	t.Logf("dials: %d by the join, %d in all; %d outbound peers kept", before, dials.count(), outboundPeers(newcomer))
+}
+
+// TestRedialAfterLossLetGo: kad-dht dials a peer again to finish a request the peer's
+// close cut short, and nothing used to close that connection: a node that dials a peer it
+// lost in the last seconds, and uses the connection for no application stream, lets it go
+// a second later (above its low watermark). A peer it had not lost stays.
+func TestRedialAfterLossLetGo(t *testing.T) {
+	checkLeaks(t)
+	a := startNode(t, overlay.Config{ConnLow: 2, ConnHigh: 200})
+	var others []*overlay.Overlay
+	for range 5 {
+		others = append(others, startNode(t, overlay.Config{ConnLow: 100, ConnHigh: 200}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, o := range others[:3] { // a is above its low watermark
+		if err := a.Connect(ctx, addrInfo(o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost, fresh := others[3], others[4]
+	if err := lost.Connect(ctx, addrInfo(a)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // kad-dht's checks of the new peer on both sides are over
+	_ = lost.Host().Network().ClosePeer(a.ID())
+	eventually(t, 10*time.Second, "a loses the peer", func() bool { return a.Host().Network().Connectedness(lost.ID()) != network.Connected })
+	for _, o := range []*overlay.Overlay{lost, fresh} {
+		if err := a.Connect(ctx, addrInfo(o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dialled := func(o *overlay.Overlay) bool {
+		for _, c := range a.Host().Network().ConnsToPeer(o.ID()) {
+			if c.Stat().Direction == network.DirOutbound {
+				return true
+			}
+		}
+		return false
+	}
+	eventually(t, 5*time.Second, "a lets go of the peer it lost and dialled again", func() bool { return !dialled(lost) })
+	if !dialled(fresh) {
+		t.Error("a let go of a peer it dialled for the first time too")
+	}
 }
 
 // TestRTTOverTCP: a TCP connection keeps no RTT estimate libp2p exposes, so the overlay
