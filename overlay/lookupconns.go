@@ -62,7 +62,8 @@ type lookupConns struct {
 
 	// lost are the peers whose last connection closed in the last redialWindow, and when
 	// (see redialled).
-	lost map[peer.ID]time.Time
+	lost       map[peer.ID]time.Time
+	lostPruned time.Time // when lost last dropped its old entries
 }
 
 // redialWindow is how long after losing a peer a dial to it is taken for kad-dht's doing.
@@ -104,10 +105,13 @@ func (l *lookupConns) lostPeer(nw network.Network, c network.Conn) {
 	if l.lost == nil {
 		l.lost = map[peer.ID]time.Time{}
 	}
-	for q, at := range l.lost {
-		if now.Sub(at) >= redialWindow {
-			delete(l.lost, q)
+	if now.Sub(l.lostPruned) >= redialWindow { // not on every disconnect: a busy node has many
+		for q, at := range l.lost {
+			if now.Sub(at) >= redialWindow {
+				delete(l.lost, q)
+			}
 		}
+		l.lostPruned = now
 	}
 	l.lost[p] = now
 }

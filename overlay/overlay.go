@@ -73,8 +73,9 @@ type Config struct {
 	KeepDHTConnections bool
 	DHTMode            string
 	// DHTRefresh is how often the DHT refreshes its routing table (0: 10 minutes,
-	// go-libp2p-kad-dht's default). Each refresh dials dozens of peers, the same work as joining; a fleet of
-	// gateways whose membership is stable can refresh far less often.
+	// go-libp2p-kad-dht's default). Each refresh dials dozens of peers, several times what
+	// joining dials; a fleet of gateways whose membership is stable can refresh far less
+	// often.
 	DHTRefresh time.Duration
 	// DHTBucketSize is Kademlia's k (0: go-libp2p-kad-dht's 20): peers per routing-table
 	// bucket, peers a lookup ends on, and copies of each provider record.
