@@ -28,3 +28,6 @@ func (o *Overlay) BucketPeers(cpl int) []peer.ID {
 	}
 	return out
 }
+
+// RefreshesBegun is how many periodic refreshes the node has begun.
+func (o *Overlay) RefreshesBegun() int64 { return o.refreshes.Load() }

@@ -209,6 +209,7 @@ func (o *Overlay) refreshLoop(ctx context.Context) {
 		if len(o.host.Network().Peers()) == 0 {
 			continue // the bootstrap loop rejoins first
 		}
+		o.refreshes.Add(1)
 		o.lookups.begin(o.cfg.ConnLow)
 		o.refresh(ctx)
 		o.lookups.end()

@@ -657,11 +657,24 @@ func TestPeriodicRefreshLetsGo(t *testing.T) {
 	eventually(t, 30*time.Second, "join's sweep", func() bool { return newcomer.RoutingTableSize() >= 6 && outboundPeers(newcomer) <= low })
 	before := dials.count()
 	eventually(t, 30*time.Second, "a refresh that dials", func() bool { return dials.count() >= before+3 })
-	eventually(t, 30*time.Second, "the refresh's connections let go", func() bool { return outboundPeers(newcomer) <= low })
-	// and nothing dials them again between refreshes
-	time.Sleep(time.Second)
-	if n := outboundPeers(newcomer); n > low {
-		t.Errorf("a second after a refresh's sweep, %d peers dialled by the newcomer are connected; want at most %d", n, low)
+	// and nothing dials them again between refreshes. On a loaded machine the next refresh
+	// can begin inside the second watched; that second proves nothing, so watch another.
+	for watched := 0; ; {
+		eventually(t, 30*time.Second, "the refresh's connections let go", func() bool { return outboundPeers(newcomer) <= low })
+		begun := newcomer.RefreshesBegun()
+		time.Sleep(time.Second)
+		n := outboundPeers(newcomer)
+		if newcomer.RefreshesBegun() != begun {
+			t.Logf("refresh %d began in the second watched", newcomer.RefreshesBegun())
+			if watched++; watched == 5 {
+				t.Fatal("no second between refreshes to watch in 5 tries")
+			}
+			continue
+		}
+		if n > low {
+			t.Errorf("a second after a refresh's sweep, %d peers dialled by the newcomer are connected; want at most %d", n, low)
+		}
+		break
 	}
 	t.Logf("dials: %d by the join, %d in all; %d outbound peers kept", before, dials.count(), outboundPeers(newcomer))
 }
