@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"time"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -30,4 +31,10 @@ func (o *Overlay) BucketPeers(cpl int) []peer.ID {
 }
 
 // RefreshesBegun is how many periodic refreshes the node has begun.
-func (o *Overlay) RefreshesBegun() int64 { return o.refreshes.Load() }
+func (o *Overlay) RefreshesBegun() int { return o.refreshes.count() }
+
+// LastRefresh is when the latest periodic refresh began and ended (zero while it runs).
+func (o *Overlay) LastRefresh() (began, ended time.Time) {
+	r := o.refreshes.last()
+	return r.began, r.ended
+}

@@ -61,9 +61,15 @@ type lookupConns struct {
 	closed       bool
 
 	// lost are the peers whose last connection closed in the last redialWindow, and when
-	// (see redialled).
+	// (see redialled); redials how often each was dialled again since, and when last.
 	lost       map[peer.ID]time.Time
-	lostPruned time.Time // when lost last dropped its old entries
+	redials    map[peer.ID]redials
+	lostPruned time.Time // when lost and redials last dropped their old entries
+}
+
+type redials struct {
+	n    int
+	last time.Time
 }
 
 // redialWindow is how long after losing a peer a dial to it is taken for kad-dht's doing.
@@ -79,20 +85,47 @@ const redialWindow = 10 * time.Second
 // its resource manager refused any more (55 failed dials). An outbound connection to a
 // peer lost in the last redialWindow is therefore swept a second later, when the request
 // is over, unless it carries an application's stream or the node is at its low
-// watermark; kad-dht retries once, so this ends.
+// watermark. kad-dht retries a request once, but a new connection brings a new request:
+// the DHT checks every identified peer missing from its table with a FIND_NODE, and drops a
+// peer whose request failed, so a check slower than the second (a loaded machine) was cut
+// by the sweep, the peer dropped and dialled again, its next check cut in turn: the same
+// peers dialled every second (TestPeriodicRefreshLetsGo, 3 runs in 8 beside busy loops).
+// Each further re-dial of a peer within redialReset therefore waits twice as long, up to
+// 16 s, until its check gets through.
 func (l *lookupConns) redialled(_ network.Network, c network.Conn) {
 	if c.Stat().Direction != network.DirOutbound {
 		return
 	}
 	p := c.RemotePeer()
+	now := time.Now()
 	l.mu.Lock()
 	at, ok := l.lost[p]
 	delete(l.lost, p)
+	ok = ok && now.Sub(at) < redialWindow
+	var wait time.Duration
+	if ok {
+		r := l.redials[p]
+		if now.Sub(r.last) > redialReset {
+			r.n = 0
+		}
+		wait = retryDelay<<min(r.n, 4) - retryDelay // postpone adds retryDelay
+		if l.redials == nil {
+			l.redials = map[peer.ID]redials{}
+		}
+		l.redials[p] = redials{r.n + 1, now}
+	}
 	l.mu.Unlock()
-	if ok && time.Since(at) < redialWindow {
+	switch {
+	case !ok:
+	case wait == 0:
 		l.postpone(map[peer.ID]time.Time{p: at}, l.o.cfg.ConnLow)
+	default:
+		time.AfterFunc(wait, func() { l.postpone(map[peer.ID]time.Time{p: at}, l.o.cfg.ConnLow) })
 	}
 }
+
+// redialReset is how long after its last re-dial a peer's wait starts again at a second.
+const redialReset = 30 * time.Second
 
 func (l *lookupConns) lostPeer(nw network.Network, c network.Conn) {
 	p := c.RemotePeer()
@@ -109,6 +142,11 @@ func (l *lookupConns) lostPeer(nw network.Network, c network.Conn) {
 		for q, at := range l.lost {
 			if now.Sub(at) >= redialWindow {
 				delete(l.lost, q)
+			}
+		}
+		for q, r := range l.redials {
+			if now.Sub(r.last) > redialReset {
+				delete(l.redials, q)
 			}
 		}
 		l.lostPruned = now

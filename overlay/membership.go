@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -209,11 +210,49 @@ func (o *Overlay) refreshLoop(ctx context.Context) {
 		if len(o.host.Network().Peers()) == 0 {
 			continue // the bootstrap loop rejoins first
 		}
-		o.refreshes.Add(1)
+		o.refreshes.begin()
 		o.lookups.begin(o.cfg.ConnLow)
-		o.refresh(ctx)
+		err := o.refresh(ctx)
 		o.lookups.end()
+		o.refreshes.end()
+		o.metrics.observeOp("refresh", o.refreshes.last().began, err)
 	}
+}
+
+// refreshLog keeps the count and times of the periodic refreshes.
+type refreshLog struct {
+	mu     sync.Mutex
+	began  int
+	latest refreshTimes
+}
+
+// refreshTimes are when a refresh began and when it ended (zero while it runs).
+type refreshTimes struct{ began, ended time.Time }
+
+func (r *refreshLog) begin() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.began++
+	r.latest = refreshTimes{began: time.Now()}
+}
+
+func (r *refreshLog) end() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.latest.ended = time.Now()
+}
+
+// last is the latest refresh's times; count how many have begun.
+func (r *refreshLog) last() refreshTimes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.latest
+}
+
+func (r *refreshLog) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.began
 }
 
 // refresh refreshes the routing table twice: after the first refresh since its table was
@@ -221,17 +260,20 @@ func (o *Overlay) refreshLoop(ctx context.Context) {
 // refresh off), which would dial after the caller's sweep and keep what it dialled.
 // Refreshes run one at a time, so once the second returns, that one is over too; and
 // the second costs little, skipping the buckets and peers the first has just seen to.
-func (o *Overlay) refresh(ctx context.Context) {
+func (o *Overlay) refresh(ctx context.Context) error {
+	var first error
 	for range 2 {
 		select {
 		case err := <-o.dht.RefreshRoutingTable():
 			if err != nil && ctx.Err() == nil {
 				o.log.Warn("DHT refresh", "err", err)
+				first = cmp.Or(first, err)
 			}
 		case <-ctx.Done():
-			return
+			return nil
 		}
 	}
+	return first
 }
 
 // minNeighbours is 8, or the low watermark if that is lower: enough for the DHT and gossip

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -152,9 +151,9 @@ type Overlay struct {
 	sliceLimits *sliceLimiter
 	// lookups closes what DHT lookups dialled once they are over.
 	lookups lookupConns
-	// refreshes counts the periodic DHT refreshes begun (tests tell what a refresh left
-	// behind from what the next one is dialling).
-	refreshes atomic.Int64
+	// refreshes records the periodic DHT refreshes (tests tell what a refresh dialled
+	// from what kad-dht dialled on its own).
+	refreshes refreshLog
 	// joined is closed once the node has first joined the overlay (Joined).
 	joined     chan struct{}
 	joinedOnce sync.Once
