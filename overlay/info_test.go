@@ -2,8 +2,10 @@ package overlay
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestInfoRoundTrip(t *testing.T) {
@@ -18,6 +20,35 @@ func TestInfoRoundTrip(t *testing.T) {
 	}
 	if v != "1.2.3" || got.ISP != want.ISP || got.AccessNode != want.AccessNode || got.Extra["region"] != "lyon" {
 		t.Fatalf("got %q %+v, want 1.2.3 %+v", v, got, want)
+	}
+}
+
+// TestDecodedLabelsShared: peers with the same labels share one copy of them (a node keeps
+// the labels of every peer it met for an hour); different labels stay apart.
+func TestDecodedLabelsShared(t *testing.T) {
+	decode := func(l Labels) Labels {
+		t.Helper()
+		var buf bytes.Buffer
+		if err := encodeInfo(&buf, "1.2.3", l); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := decodeInfo(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	lyon := Labels{ISP: "isp-a", AccessNode: "dslam-3", Extra: map[string]string{"region": "lyon", "profile": "vdsl2"}}
+	a, b := decode(lyon), decode(lyon)
+	c := decode(Labels{ISP: "isp-a", AccessNode: "dslam-3", Extra: map[string]string{"region": "nice", "profile": "vdsl2"}})
+	if reflect.ValueOf(a.Extra).UnsafePointer() != reflect.ValueOf(b.Extra).UnsafePointer() {
+		t.Error("two peers with equal labels got two Extra maps")
+	}
+	if unsafe.StringData(a.ISP) != unsafe.StringData(b.ISP) || unsafe.StringData(a.AccessNode) != unsafe.StringData(b.AccessNode) {
+		t.Error("two peers with equal labels got two copies of their ISP or access node")
+	}
+	if c.Extra["region"] != "nice" || a.Extra["region"] != "lyon" || len(a.Extra) != 2 {
+		t.Errorf("labels mixed up: %v and %v", a.Extra, c.Extra)
 	}
 }
 

@@ -290,7 +290,8 @@ func New(cfg Config) (_ *Overlay, err error) {
 	// The overlay runs the routing-table refreshes itself (join, refreshLoop): kad-dht's
 	// own would refresh every bucket as soon as its table has its first peer.
 	dhtOpts := []dht.Option{dht.ProtocolPrefix(ProtocolPrefix), dht.Mode(mode), dht.BootstrapPeers(cfg.Bootstrap...),
-		dht.DisableAutoRefresh(), dht.RoutingTableRefreshPeriod(cfg.DHTRefresh)}
+		dht.DisableAutoRefresh(), dht.RoutingTableRefreshPeriod(cfg.DHTRefresh),
+		dht.ProviderStore(newProviderStore(o.host.ID(), o.host.Peerstore()))}
 	if cfg.DHTBucketSize > 0 {
 		dhtOpts = append(dhtOpts, dht.BucketSize(cfg.DHTBucketSize))
 	}
