@@ -57,8 +57,14 @@ type lookupConns struct {
 	// the start of that sweep's lookups; retry sweeps them once no lookup is in flight.
 	pending      map[peer.ID]time.Time
 	pendingFloor int
-	retry        *time.Timer
-	closed       bool
+	// late is the start of the lookups whose end the retry sweep looks at once more in
+	// full, with the peers their callers kept and their floor: kad-dht's query goroutines
+	// may still finish a dial after a lookup has returned (see end).
+	late      time.Time
+	lateKeep  map[peer.ID]struct{}
+	lateFloor int
+	retry     *time.Timer
+	closed    bool
 
 	// lost are the peers whose last connection closed in the last redialWindow, and when
 	// (see redialled); redials how often each was dialled again since, and when last.
@@ -188,15 +194,58 @@ func (l *lookupConns) end(keep ...peer.ID) {
 		floor = max(floor, l.pendingFloor)
 		l.pending = nil
 	}
+	// A late look a lookup in flight took over.
+	if !l.late.IsZero() {
+		since = minTime(since, l.late)
+		for p := range l.lateKeep {
+			kept[p] = struct{}{}
+		}
+		floor = max(floor, l.lateFloor)
+		l.late, l.lateKeep, l.lateFloor = time.Time{}, nil, 0
+	}
 	l.mu.Unlock()
 	cands := map[peer.ID]time.Time{}
 	for _, p := range l.o.host.Network().Peers() {
 		cands[p] = since
 	}
 	for p, t := range pending {
-		cands[p] = t // earlier than since
+		cands[p] = minTime(t, since)
 	}
 	l.postpone(l.sweep(cands, kept, floor, false), floor)
+	l.lookAgain(since, kept, floor)
+}
+
+// lookAgain has the retry sweep look once more at every connection dialled since since: a
+// lookup returns as soon as its caller has what it wanted (FindProviders its first
+// provider), while kad-dht's query goroutines may still be finishing dials, and those
+// connections, open after the sweep, stayed (TestLookupsCloseWhatTheyDialled with an asker
+// in DHT-client mode, 1 run in 10).
+func (l *lookupConns) lookAgain(since time.Time, keep map[peer.ID]struct{}, floor int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	if l.late.IsZero() || since.Before(l.late) {
+		l.late = since
+	}
+	if l.lateKeep == nil {
+		l.lateKeep = map[peer.ID]struct{}{}
+	}
+	for p := range keep {
+		l.lateKeep[p] = struct{}{}
+	}
+	l.lateFloor = max(l.lateFloor, floor)
+	if l.retry == nil {
+		l.retry = time.AfterFunc(retryDelay, l.retrySweep)
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // postpone keeps the peers a sweep passed over for a retry sweep.
@@ -234,10 +283,25 @@ func (l *lookupConns) retrySweep() {
 		l.mu.Unlock()
 		return
 	}
-	pending, floor := l.pending, l.pendingFloor
+	cands, floor := l.pending, l.pendingFloor
 	l.pending = nil
+	late, keep := l.late, l.lateKeep
+	if !late.IsZero() {
+		floor = max(floor, l.lateFloor)
+		l.late, l.lateKeep, l.lateFloor = time.Time{}, nil, 0
+	}
 	l.mu.Unlock()
-	l.sweep(pending, nil, floor, true)
+	if !late.IsZero() {
+		if cands == nil {
+			cands = map[peer.ID]time.Time{}
+		}
+		for _, p := range l.o.host.Network().Peers() {
+			if t, ok := cands[p]; !ok || late.Before(t) {
+				cands[p] = late
+			}
+		}
+	}
+	l.sweep(cands, keep, floor, true)
 }
 
 // close stops the retry timer; a node that is shutting down closes everything anyway.
