@@ -191,10 +191,7 @@ func (r *run) execute(ctx context.Context) (*Summary, error) {
 	// The baseline is measured as the figures it is subtracted from (after a GC, without the
 	// heap's free pages): a run after another in one process (--repeat, variants) starts with
 	// the last fleet's freed heap still resident, and raw RSS then made its per-node figures
-	// negative. Two collections: objects an earlier fleet left in sync.Pools (quic-go's
-	// packet buffers) survive the first in the pools' victim caches, and freed during this
-	// run they made a small fleet's figure negative (CI, TestRepeat: -4 MB per node).
-	runtime.GC()
+	// negative.
 	runtime.GC()
 	rss0 := rssInUseMB()
 	use0 := readUsage()
